@@ -1,0 +1,80 @@
+"""The training configuration: one dataclass with defaults, validated at the boundary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from tlcore.backbones import list_backbones
+from tlcore.heads import HEAD_KINDS
+from tlcore.strategies import STRATEGIES
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "step", "cosine")
+AUGMENTS = ("none", "flip-crop")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults work offline out of the box."""
+
+    backbone: str = "efficientnet_lite0"
+    data: str = "digits"
+    strategy: str = "feature_extraction"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    head: str = "linear"
+    hidden: tuple[int, ...] = ()  # MLP head widths; () = the Keras-style 1024-1024-512
+    augment: str = "none"
+    image_size: int | None = None  # None: the backbone's own input size
+    seed: int = 0
+    device: str = "auto"
+    subset: int | None = None  # at most this many training images per class
+    val_fraction: float = 0.2
+    unfreeze_groups: int = 2  # partial: last N groups train
+    lr_factor: float = 0.5  # discriminative/gradual: LR ratio between neighbouring groups
+    head_epochs: int = 1  # gradual: head-only epochs
+    feature_cache: bool = True  # reuse backbone features when the backbone is frozen
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError with one line naming the bad value and the valid ones."""
+        choices = {
+            "backbone": list_backbones(), "strategy": list(STRATEGIES), "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES, "head": HEAD_KINDS, "augment": AUGMENTS, "device": DEVICES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
+        ranges = {"epochs": (1, 1000), "batch_size": (1, 4096), "unfreeze_groups": (0, 100),
+                  "head_epochs": (0, 1000)}
+        for name, (lo, hi) in ranges.items():
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must be between {lo} and {hi}, got {getattr(self, name)}")
+        if self.image_size is not None and not 32 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be between 32 and 1024 pixels, got {self.image_size}")
+        if not 0 < self.lr <= 1e4 or not 0 < self.lr_factor <= 1:
+            raise ValueError(f"lr must be > 0 and lr_factor in (0, 1], got {self.lr} and {self.lr_factor}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"subset must be at least 1 image per class, got {self.subset}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Build from a dict (e.g. a saved config.json), ignoring unknown keys."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "hidden" in kwargs:
+            kwargs["hidden"] = tuple(kwargs["hidden"] or ())
+        return cls(**kwargs)

@@ -1,0 +1,323 @@
+"""Dataset specs -> train/validation splits of decoded images with class names.
+
+Resolution happens in two steps. `resolve_data` finds the data and returns a `DataSource`:
+file lists or small arrays plus a content fingerprint, cheap to compute. `DataSource.decode`
+then decodes and resizes every image once into uint8 tensors. The split lets the feature
+cache (keyed by the fingerprint) skip decoding entirely on a hit.
+
+Specs: `digits` (scikit-learn, offline), `mnist`, `fashion_mnist`, `cifar10` (torchvision
+downloads), `hymenoptera`, `cats_dogs` (tutorial zips), or a path to an image folder or zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tlcore import paths
+from tlcore.archive import extract_zip
+from tlcore.folders import scan_folder
+from tlcore.images import ImageError, load_square
+from tlcore.weights import download, host_reachable
+
+BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "hymenoptera", "cats_dogs")
+DOWNLOADS = {
+    "hymenoptera": ("https://download.pytorch.org/tutorial/hymenoptera_data.zip", "hymenoptera_data"),
+    "cats_dogs": (
+        "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
+        "cats_and_dogs_filtered",
+    ),
+}
+# Decoded images beyond this many bytes go to a memory-mapped file instead of RAM.
+DEFAULT_MEMORY_BUDGET = int(os.environ.get("TLCORE_MEMORY_BUDGET", 2 * 2**30))
+
+
+class DataError(ValueError):
+    """A dataset spec cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Split:
+    """Decoded images of one split: uint8 (N, 3, R, R) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Decoded:
+    """A dataset ready for training."""
+
+    class_names: list[str]
+    train: Split
+    val: Split
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class DataSource:
+    """Where a dataset's images are, before decoding.
+
+    Items are either file paths (folders) or rows of a uint8 array (built-in arrays), each with
+    a label; `fingerprint` hashes the content so caches can key on it.
+    """
+
+    name: str
+    class_names: list[str]
+    train_items: list
+    train_labels: list[int]
+    val_items: list
+    val_labels: list[int]
+    fingerprint: str
+    notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def decode(self, resize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, workers: int | None = None) -> Decoded:
+        """Decode and resize every image once to (3, resize, resize) uint8.
+
+        Unreadable files are skipped and listed in `Decoded.skipped` with the reason.
+        """
+        skipped = list(self.skipped)
+        train = _decode_split(self.train_items, self.train_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-train")
+        val = _decode_split(self.val_items, self.val_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-val")
+        if len(train) == 0 or len(val) == 0:
+            raise DataError(f"{self.name}: no readable images left in the {'train' if len(train) == 0 else 'validation'} split")
+        return Decoded(self.class_names, train, val, skipped)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.train_items) + len(self.val_items)
+
+
+# ---- decoding -----------------------------------------------------------------------------
+
+
+def _allocate(n: int, resize: int, budget: int, key: str) -> torch.Tensor:
+    """A uint8 (n, 3, resize, resize) buffer: in RAM within the budget, else memory-mapped."""
+    shape = (n, 3, resize, resize)
+    if n * 3 * resize * resize <= budget:
+        return torch.empty(shape, dtype=torch.uint8)
+    spill = paths.cache_root() / "spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    path = spill / f"{key}-{resize}.u8"
+    return torch.from_numpy(np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape))
+
+
+def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split:
+    if items and isinstance(items[0], np.ndarray):
+        return _resize_arrays(items, labels, resize, budget, key)
+    out = _allocate(len(items), resize, budget, key)
+    keep = []
+
+    def work(i_path):
+        i, path = i_path
+        try:
+            out[i] = torch.from_numpy(load_square(path, resize)).permute(2, 0, 1)
+            return i, None
+        except ImageError as exc:
+            return i, str(exc)
+
+    # PIL releases the GIL while decoding, so threads overlap the work of several images.
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for i, error in pool.map(work, enumerate(items)):
+            if error is None:
+                keep.append(i)
+            else:
+                skipped.append((Path(items[i]).name, error))
+    if len(keep) == len(items):
+        return Split(out, torch.tensor(labels, dtype=torch.long))
+    idx = torch.tensor(keep, dtype=torch.long)
+    return Split(out[idx], torch.tensor(labels, dtype=torch.long)[idx])
+
+
+def _resize_arrays(items, labels, resize, budget, key) -> Split:
+    out = _allocate(len(items), resize, budget, key)
+    for start in range(0, len(items), 256):
+        chunk = np.stack(items[start : start + 256])
+        x = torch.from_numpy(chunk).float()
+        x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + len(chunk)] = x.round().clamp(0, 255).to(torch.uint8)
+    return Split(out, torch.tensor(labels, dtype=torch.long))
+
+
+# ---- resolving specs ----------------------------------------------------------------------
+
+
+def _hash_arrays(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _hash_files(root: Path, items: list, labels: list) -> str:
+    h = hashlib.sha256()
+    for path, label in zip(items, labels):
+        h.update(f"{Path(path).relative_to(root)}|{label}|".encode())
+        with open(path, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:16]
+
+
+def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val): each class split by `val_fraction`, seeded, at least one each side."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    train, val = [], []
+    for c in np.unique(labels_arr):
+        idx = rng.permutation(np.flatnonzero(labels_arr == c)).tolist()
+        n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - 1) if len(idx) > 1 else 0
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _subset(labels: list[int], per_class: int | None, seed: int) -> list[int]:
+    """Indices keeping at most `per_class` items of each class (seeded)."""
+    if not per_class:
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    keep = []
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        keep += rng.permutation(idx)[:per_class].tolist()
+    return sorted(keep)
+
+
+def _take(seq, idx):
+    return [seq[i] for i in idx]
+
+
+def _array_source(name, classes, x_train, y_train, x_val, y_val, subset, seed) -> DataSource:
+    tr = _subset(list(y_train), subset, seed)
+    va = _subset(list(y_val), subset and max(1, subset // 4), seed + 1)
+    x_tr, y_tr = [x_train[i] for i in tr], [int(y_train[i]) for i in tr]
+    x_va, y_va = [x_val[i] for i in va], [int(y_val[i]) for i in va]
+    fp = _hash_arrays(np.stack(x_tr), np.asarray(y_tr), np.stack(x_va), np.asarray(y_va))
+    return DataSource(name, classes, x_tr, y_tr, x_va, y_va, f"{name}-{fp}")
+
+
+def _digits(subset, val_fraction, seed) -> DataSource:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 values 0..16 -> 0..255 grey levels.
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    labels = digits.target.tolist()
+    keep = _subset(labels, subset and round(subset / (1 - val_fraction)), seed)
+    images, labels = images[keep], [labels[i] for i in keep]
+    tr, va = stratified_split(labels, val_fraction, seed)
+    return _array_source("digits", [str(i) for i in range(10)], images[tr], [labels[i] for i in tr],
+                         images[va], [labels[i] for i in va], None, seed)
+
+
+def _torchvision_dataset(name: str, subset, seed) -> DataSource:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    root = paths.data_root() / name
+    try:
+        train, val = cls(root, train=True, download=False), cls(root, train=False, download=False)
+    except RuntimeError:
+        url = getattr(cls, "mirrors", [getattr(cls, "url", "https://download.pytorch.org")])[0]
+        if not host_reachable(url):
+            raise DataError(
+                f"{name} is not downloaded and there is no network: connect once so it can be "
+                f"saved to {root}, or use digits (works offline) or an image folder"
+            ) from None
+        train, val = cls(root, train=True, download=True), cls(root, train=False, download=True)
+    x_tr, x_va = np.asarray(train.data), np.asarray(val.data)
+    y_tr, y_va = np.asarray(train.targets), np.asarray(val.targets)
+    return _array_source(name, list(train.classes), x_tr, y_tr, x_va, y_va, subset, seed)
+
+
+def _downloaded_folder(name: str) -> Path:
+    url, folder = DOWNLOADS[name]
+    for base in [paths.data_root(), *paths.shared_data_dirs()]:
+        if (base / folder).is_dir():
+            return base / folder
+    if not host_reachable(url):
+        raise DataError(
+            f"{name} is not downloaded and there is no network: connect once so it can be saved "
+            f"to {paths.data_root() / folder}, or use digits or an image folder"
+        )
+    zip_path = download(url, paths.data_root() / f"{folder}.zip", timeout=120)
+    extract_zip(zip_path, paths.data_root())
+    return paths.data_root() / folder
+
+
+def _folder_source(root: Path, name: str, val_fraction: float, subset, seed) -> DataSource:
+    scan = scan_folder(root)
+    items = [p for p, _ in scan.train]
+    labels = [label for _, label in scan.train]
+    keep = _subset(labels, subset, seed)
+    items, labels = _take(items, keep), _take(labels, keep)
+    if scan.val is None:
+        tr, va = stratified_split(labels, val_fraction, seed)
+        x_tr, y_tr, x_va, y_va = _take(items, tr), _take(labels, tr), _take(items, va), _take(labels, va)
+    else:
+        x_tr, y_tr = items, labels
+        va = _subset([label for _, label in scan.val], subset and max(1, subset // 2), seed + 1)
+        x_va = [scan.val[i][0] for i in va]
+        y_va = [scan.val[i][1] for i in va]
+    if not x_va:
+        raise DataError(f"{name}: the validation split is empty: add images or raise --val-fraction")
+    fp = _hash_files(root, x_tr + x_va, y_tr + y_va)
+    return DataSource(name, scan.class_names, x_tr, y_tr, x_va, y_va, f"folder-{fp}",
+                      notes=list(scan.warnings), skipped=list(scan.skipped))
+
+
+def _zip_root(zip_path: Path) -> Path:
+    with open(zip_path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    dest = paths.data_root() / "extracted" / digest
+    done = dest / ".complete"
+    if not done.exists():
+        result = extract_zip(zip_path, dest)
+        done.write_text(str(getattr(result, "root", result)))
+    return Path(done.read_text())
+
+
+def resolve_data(spec: str, *, val_fraction: float = 0.2, subset: int | None = None, seed: int = 0) -> DataSource:
+    """Turn a dataset spec into a `DataSource`.
+
+    Args:
+        spec: a built-in name (see BUILTIN) or a path to an image folder or `.zip`.
+        val_fraction: validation share when a folder has no train/val split.
+        subset: keep at most this many training images per class (validation: a quarter).
+        seed: seeds the split and the subset.
+
+    Raises:
+        DataError: unknown spec, missing path, or data that cannot be had offline.
+    """
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if spec == "digits":
+        return _digits(subset, val_fraction, seed)
+    if spec in ("mnist", "fashion_mnist", "cifar10"):
+        return _torchvision_dataset(spec, subset, seed)
+    if spec in DOWNLOADS:
+        return _folder_source(_downloaded_folder(spec), spec, val_fraction, subset, seed)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN)}, a folder of class "
+            "folders, or a .zip of one"
+        )
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise DataError(f"{path.name}: a dataset file must be a .zip of class folders")
+        return _folder_source(_zip_root(path), path.name, val_fraction, subset, seed)
+    return _folder_source(path, path.name, val_fraction, subset, seed)

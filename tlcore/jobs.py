@@ -1,0 +1,151 @@
+"""Background training jobs: a process-wide, thread-safe manager the pages and the CLI share.
+
+Runs wait in a queue and `max_workers` threads train them (one at a time by default: on a
+2-core CPU two runs side by side are each slower than one after the other). A worker never
+dies silently: any exception becomes a `failed` event with its message.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlcore.config import TrainConfig
+from tlcore.events import RunRecorder
+from tlcore.runs import RunRecord, RunStore
+from tlcore.train import Cancelled, TrainingError, train
+from tlcore.weights import WeightsUnavailable
+
+EXPECTED_ERRORS = (TrainingError, WeightsUnavailable, ValueError, LookupError, OSError)
+
+
+@dataclass
+class Job:
+    run_id: str
+    config: TrainConfig
+    recorder: RunRecorder
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class JobManager:
+    """Starts, cancels and reports runs; one instance per runs folder per process."""
+
+    def __init__(self, runs_dir: str | Path, max_workers: int = 1):
+        self.store = RunStore(runs_dir)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"tlcore-worker-{i}", daemon=True) for i in range(max_workers)
+        ]
+        for w in self._workers:
+            w.start()
+
+    # ---- commands ----
+
+    def submit(self, config: TrainConfig) -> str:
+        """Validate, record and queue a run; returns its id at once."""
+        config.validate()
+        run_id = self.store.new_run_id(config.backbone, config.strategy)
+        self.store.create(run_id, config.to_dict())
+        job = Job(run_id, config, RunRecorder(self.store, run_id))
+        with self._lock:
+            self._jobs[run_id] = job
+        self._queue.put(job)
+        return run_id
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a run to stop (within one batch); False if it is not active here."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+        if job is None or job.done.is_set():
+            return False
+        job.stop.set()
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        """Block until the run ends; True if it did within `timeout`."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+        return True if job is None else job.done.wait(timeout)
+
+    def subscribe(self, run_id: str, listener) -> None:
+        """Get `listener(kind, data)` for each event of an active run (called from its thread)."""
+        self._jobs[run_id].recorder.subscribe(listener)
+
+    # ---- queries ----
+
+    def active(self) -> list[str]:
+        """Ids of runs queued or running in this process."""
+        with self._lock:
+            return [rid for rid, job in self._jobs.items() if not job.done.is_set()]
+
+    def snapshot(self, run_id: str) -> dict:
+        """Live state of a run: from memory while it is here, else from disk."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+        if job is not None:
+            return {"run_id": run_id, "config": job.config.to_dict(), **job.recorder.snapshot()}
+        record = self.store.load(run_id)
+        return {"run_id": run_id, "config": record.config, **record.status, "metrics": record.metrics}
+
+    def list_runs(self) -> list[RunRecord]:
+        """Every run in the folder (from all sessions and processes), newest first."""
+        return self.store.list()
+
+    # ---- the worker ----
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self._run(job)
+            finally:
+                job.done.set()
+
+    def _run(self, job: Job) -> None:
+        emit = job.recorder.emit
+        if job.stop.is_set():
+            emit("cancelled", {"message": "cancelled before it started", "epochs": 0})
+            return
+        job.recorder.subscribe(self._on_event(job))
+        try:
+            result = train(job.config, emit, job.stop)
+        except Cancelled as c:
+            self._save(job, c.result.best_state)
+            emit("cancelled", {**c.result.summary, "message": "cancelled by the user"})
+        except EXPECTED_ERRORS as exc:
+            emit("failed", {"message": str(exc)})
+        except Exception as exc:  # a bug: keep the traceback in the run's log, not a dead thread
+            emit("log", {"message": traceback.format_exc(limit=8)})
+            emit("failed", {"message": f"{type(exc).__name__}: {exc}"})
+        else:
+            self._save(job, result.best_state)
+            emit("finished", result.summary)
+
+    def _save(self, job: Job, state) -> None:
+        if state is not None:
+            self.store.save_weights(job.run_id, state)
+
+    def _on_event(self, job: Job):
+        def listener(kind: str, data: dict) -> None:
+            if kind == "started":
+                self.store.write_classes(job.run_id, data["class_names"])
+        return listener
+
+
+_MANAGERS: dict[Path, JobManager] = {}
+_MANAGERS_LOCK = threading.Lock()
+
+
+def get_manager(runs_dir: str | Path = "runs", max_workers: int = 1) -> JobManager:
+    """The process-wide manager for a runs folder (created on first use)."""
+    key = Path(runs_dir).resolve()
+    with _MANAGERS_LOCK:
+        if key not in _MANAGERS:
+            _MANAGERS[key] = JobManager(key, max_workers)
+        return _MANAGERS[key]

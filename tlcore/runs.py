@@ -1,0 +1,185 @@
+"""Runs on disk: one folder per run, every write atomic, readable while half-written.
+
+A run folder holds `config.json`, `status.json` (state, owner process, summary, log),
+`metrics.json` (one row per finished epoch), `classes.json` and, once trained,
+`model.safetensors`. A run recorded as running whose owner process is gone reads back as
+`interrupted`, with the epochs it had finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# Identifies this process's runs even if the OS later reuses its pid.
+PROCESS_TOKEN = uuid.uuid4().hex
+ACTIVE = ("queued", "running")
+FINAL = ("finished", "failed", "cancelled", "interrupted")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class RunNotFound(LookupError):
+    """No run with that id in the runs folder."""
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return `run_id` if it is a safe folder name, else raise ValueError (never a path)."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise ValueError(f"invalid run id {run_id!r}: letters, digits, '.', '_' and '-' only")
+    return run_id
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path, default=None):
+    """Read JSON, or `default` when the file is missing."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (guards against pid reuse); None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner() -> dict:
+    """Who is running a run: this process."""
+    pid = os.getpid()
+    return {"pid": pid, "token": PROCESS_TOKEN, "pid_start": _process_start(pid)}
+
+
+def owner_alive(info: dict) -> bool:
+    """Whether the process that owns a run still exists."""
+    pid = info.get("pid")
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return info.get("token") == PROCESS_TOKEN
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = info.get("pid_start")
+    return start is None or start == _process_start(pid)
+
+
+@dataclass
+class RunRecord:
+    """Everything saved about one run."""
+
+    run_id: str
+    config: dict
+    status: dict
+    metrics: list[dict] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.status.get("status", "unknown")
+
+    @property
+    def label(self) -> str:
+        """Short display name: backbone + strategy (+ time)."""
+        return f"{self.config.get('backbone')} + {self.config.get('strategy')} ({self.run_id[:15]})"
+
+
+class RunStore:
+    """The runs folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def new_run_id(self, backbone: str, strategy: str) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return validate_run_id(f"{stamp}-{backbone}-{strategy}-{uuid.uuid4().hex[:6]}")
+
+    def path(self, run_id: str) -> Path:
+        return self.root / validate_run_id(run_id)
+
+    def create(self, run_id: str, config: dict) -> Path:
+        folder = self.path(run_id)
+        folder.mkdir(parents=True, exist_ok=False)
+        write_json(folder / "config.json", config)
+        write_json(folder / "metrics.json", [])
+        self.write_status(run_id, {"status": "queued", "created": time.time(), **owner()})
+        return folder
+
+    def write_status(self, run_id: str, status: dict) -> None:
+        write_json(self.path(run_id) / "status.json", status)
+
+    def write_metrics(self, run_id: str, rows: list[dict]) -> None:
+        write_json(self.path(run_id) / "metrics.json", rows)
+
+    def write_classes(self, run_id: str, names: list[str]) -> None:
+        write_json(self.path(run_id) / "classes.json", names)
+
+    def save_weights(self, run_id: str, state: dict[str, torch.Tensor]) -> None:
+        folder = self.path(run_id)
+        tmp = folder / ".model.safetensors.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, folder / "model.safetensors")
+
+    def load_weights(self, run_id: str) -> dict[str, torch.Tensor]:
+        """The run's fine-tuned weights (safetensors: tensors only, no code can ride along)."""
+        path = self.path(run_id) / "model.safetensors"
+        if not path.is_file():
+            raise RunNotFound(f"run {run_id} has no saved weights (it did not finish an epoch)")
+        return load_file(str(path))
+
+    def exists(self, run_id: str) -> bool:
+        return (self.path(run_id) / "config.json").is_file()
+
+    def load(self, run_id: str) -> RunRecord:
+        """Read a run; one whose owner died mid-run reads as `interrupted`."""
+        folder = self.path(run_id)
+        config = read_json(folder / "config.json")
+        if config is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.root}")
+        status = read_json(folder / "status.json", {}) or {}
+        if status.get("status") in ACTIVE and not owner_alive(status):
+            status = {**status, "status": "interrupted",
+                      "message": "the process running it stopped (server restarted or killed)"}
+        return RunRecord(run_id, config, status, read_json(folder / "metrics.json", []) or [],
+                         read_json(folder / "classes.json", []) or [])
+
+    def list(self) -> list[RunRecord]:
+        """Every readable run, newest first."""
+        if not self.root.is_dir():
+            return []
+        records = []
+        for folder in self.root.iterdir():
+            if folder.is_dir() and RUN_ID_RE.match(folder.name) and (folder / "config.json").is_file():
+                try:
+                    records.append(self.load(folder.name))
+                except (ValueError, OSError):
+                    continue  # a foreign or damaged folder is not a run; it never hides the others
+        return sorted(records, key=lambda r: r.status.get("created", 0), reverse=True)
