@@ -290,6 +290,18 @@ def _zip_root(zip_path: Path) -> Path:
     return Path(done.read_text())
 
 
+def check_data_spec(spec: str) -> None:
+    """Cheap check that a spec names a built-in dataset or an existing path; raises DataError."""
+    if spec in BUILTIN:
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN)}, a folder of class "
+            "folders, or a .zip of one"
+        )
+
+
 def resolve_data(spec: str, *, val_fraction: float = 0.2, subset: int | None = None, seed: int = 0) -> DataSource:
     """Turn a dataset spec into a `DataSource`.
 
@@ -310,12 +322,8 @@ def resolve_data(spec: str, *, val_fraction: float = 0.2, subset: int | None = N
         return _torchvision_dataset(spec, subset, seed)
     if spec in DOWNLOADS:
         return _folder_source(_downloaded_folder(spec), spec, val_fraction, subset, seed)
+    check_data_spec(spec)
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN)}, a folder of class "
-            "folders, or a .zip of one"
-        )
     if path.is_file():
         if path.suffix.lower() != ".zip":
             raise DataError(f"{path.name}: a dataset file must be a .zip of class folders")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -40,14 +41,26 @@ def cached_path(url: str) -> Path | None:
 
 
 def host_reachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the URL's host opens within `timeout` seconds."""
+    """Whether a TCP connection to the URL's host opens within `timeout` seconds.
+
+    The DNS lookup ignores socket timeouts and can hang on a broken network, so the probe runs
+    in a daemon thread that we stop waiting for after `timeout`.
+    """
     parsed = urllib.parse.urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    ok = threading.Event()
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                ok.set()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return ok.is_set()
 
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> Path:

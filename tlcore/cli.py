@@ -1,0 +1,200 @@
+"""Command line: `python -m tlcore backbones | train | predict | runs`.
+
+Bad arguments exit with status 2 and one line that says what is valid; a run that fails
+exits 1 with its message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tlcore import backbones
+from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from tlcore.data import BUILTIN
+from tlcore.heads import HEAD_KINDS
+from tlcore.paths import runs_root
+from tlcore.strategies import STRATEGIES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _usage_error(message: str) -> int:
+    print(f"tlcore: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _add_runs_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", default=None, help="runs folder (default: $TLCORE_RUNS or ./runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tlcore", description="Transfer learning on images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("backbones", help="list backbones and whether their weights are available offline")
+    p.add_argument("--json", action="store_true")
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a run and save it")
+    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
+    p.add_argument("--data", default=d.data, help=f"{', '.join(BUILTIN)}, a folder of class folders, or a .zip")
+    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
+    p.add_argument("--head", default=d.head, choices=HEAD_KINDS)
+    p.add_argument("--hidden", type=int, nargs="*", default=[], help="MLP head widths (default 1024 1024 512)")
+    p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, choices=DEVICES)
+    p.add_argument("--subset", type=int, default=None, help="at most N training images per class")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--unfreeze-groups", type=int, default=d.unfreeze_groups, help="partial: last N groups train")
+    p.add_argument("--lr-factor", type=float, default=d.lr_factor, help="discriminative/gradual LR ratio per group")
+    p.add_argument("--head-epochs", type=int, default=d.head_epochs, help="gradual: head-only epochs")
+    p.add_argument("--no-feature-cache", action="store_true", help="always run the full backbone")
+    _add_runs_dir(p)
+    p.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
+
+    p = sub.add_parser("predict", help="top-k classes for images")
+    p.add_argument("images", nargs="+")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--backbone", choices=backbones.list_backbones())
+    who.add_argument("--run", dest="run_id")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    _add_runs_dir(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("runs", help="list saved runs")
+    _add_runs_dir(p)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def cmd_backbones(args) -> int:
+    from tlcore.catalog import backbone_table
+
+    rows = backbone_table()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':20} {'params':>8} {'input':>5}  offline  weights")
+    for r in rows:
+        print(f"{r['name']:20} {r['params'] / 1e6:7.1f}M {r['input_size']:5}  "
+              f"{'yes' if r['available_offline'] else 'no':7}  {r['weights']}")
+    return 0
+
+
+def _config_from_args(args) -> TrainConfig:
+    return TrainConfig(
+        backbone=args.backbone, data=args.data, strategy=args.strategy, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
+        head=args.head, hidden=tuple(args.hidden), augment=args.augment, image_size=args.image_size,
+        seed=args.seed, device=args.device, subset=args.subset, val_fraction=args.val_fraction,
+        unfreeze_groups=args.unfreeze_groups, lr_factor=args.lr_factor, head_epochs=args.head_epochs,
+        feature_cache=not args.no_feature_cache,
+    )
+
+
+def cmd_train(args) -> int:
+    from tlcore.data import check_data_spec
+    from tlcore.jobs import get_manager
+
+    cfg = _config_from_args(args)
+    try:
+        cfg.validate()
+        check_data_spec(cfg.data)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    manager = get_manager(args.runs_dir or runs_root())
+    run_id = manager.submit(cfg)
+    out = sys.stderr if args.json else sys.stdout
+
+    def show(kind: str, data: dict) -> None:
+        if kind == "epoch":
+            print(f"epoch {data['epoch']}/{cfg.epochs}  train loss {data['train_loss']:.4f} acc {data['train_acc']:.3f}"
+                  f"  val loss {data['val_loss']:.4f} acc {data['val_acc']:.3f}  lr {data['lr']:.2g}"
+                  f"  {data['seconds']:.1f}s", file=out, flush=True)
+        elif kind == "log":
+            print(f"  {data['message']}", file=out, flush=True)
+        elif kind == "started":
+            print(f"run {run_id}: {len(data['class_names'])} classes, {data['num_train']} train / {data['num_val']} val"
+                  f" images on {data['device']} ({data['path']})", file=out, flush=True)
+
+    manager.subscribe(run_id, show)
+    try:
+        manager.wait(run_id)
+    except KeyboardInterrupt:
+        manager.cancel(run_id)
+        manager.wait(run_id)
+    snap = manager.snapshot(run_id)
+    status = snap["status"]
+    if status != "finished":
+        print(f"run {run_id} {status}: {snap.get('message', '')}", file=sys.stderr)
+    else:
+        print(f"run {run_id} finished: best val acc {snap['best_val_acc']:.4f} at epoch {snap['best_epoch']}"
+              f" in {snap['seconds']:.1f}s", file=out)
+    if args.json:
+        keys = ("status", "best_val_acc", "best_epoch", "final_val_acc", "epochs", "seconds",
+                "trainable_params", "total_params", "skipped", "message")
+        print(json.dumps({"run_id": run_id, **{k: snap.get(k) for k in keys}}))
+    return 0 if status == "finished" else 1
+
+
+def cmd_predict(args) -> int:
+    from tlcore.predict import get_predictor
+    from tlcore.runs import RunNotFound
+    from tlcore.weights import WeightsUnavailable
+
+    if args.topk < 1:
+        return _usage_error(f"--topk must be at least 1, got {args.topk}")
+    try:
+        predictor = get_predictor(backbone=args.backbone, run_id=args.run_id,
+                                  runs_dir=args.runs_dir or runs_root(), device=args.device)
+    except RunNotFound as exc:
+        return _usage_error(str(exc))
+    except (ValueError, WeightsUnavailable) as exc:
+        print(f"tlcore: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    results = predictor.predict(args.images, k=args.topk)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+    else:
+        for r in results:
+            print(r.image)
+            if r.error:
+                print(f"  error: {r.error}")
+            for p in r.predictions:
+                print(f"  {p.prob:6.3f}  {p.label}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_runs(args) -> int:
+    from tlcore.runs import RunStore
+
+    records = RunStore(args.runs_dir or runs_root()).list()
+    rows = [{"run_id": r.run_id, "status": r.state, "backbone": r.config.get("backbone"),
+             "strategy": r.config.get("strategy"), "data": r.config.get("data"),
+             "epochs": len(r.metrics), "best_val_acc": r.status.get("best_val_acc"),
+             "message": r.status.get("message")} for r in records]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        acc = f"{r['best_val_acc']:.3f}" if isinstance(r["best_val_acc"], float) else "-"
+        print(f"{r['run_id']:60} {r['status']:11} {r['data']!s:15} epochs {r['epochs']:3}  best {acc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs}[args.command](args)
