@@ -127,7 +127,11 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     scan = scan_folder(root)
     assert scan.class_names == ["a", "b"]
     assert len(scan.train) == 2
-    assert sorted(scan.skipped) == [("a/link.jpg", "symlink"), ("b/linkdir", "symlink"), ("c", "symlink")]
+    assert sorted(scan.skipped) == [
+        ("a/link.jpg", "symlink"),
+        ("b/linkdir", "symlink"),
+        ("c", "symlink"),
+    ]
     assert all("secret" not in p.name for p, _ in scan.train)
 
 

@@ -47,9 +47,7 @@ def _png_bytes(width: int, height: int, idat: bytes, colour_type: int = 2) -> by
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _assert_one_line_error(exc_info: pytest.ExceptionInfo, name: str) -> str:

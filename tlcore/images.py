@@ -30,7 +30,11 @@ _SNIFF_BYTES = 512
 
 
 class ImageError(ValueError):
-    """Raised with ONE line naming the file and the reason, e.g. 'cat.jpg: not an image (HTML file?)'."""
+    """A file could not be used as an image.
+
+    The message is ONE line naming the file and the reason, e.g.
+    ``cat.jpg: not an image (HTML file?)``.
+    """
 
     def __init__(self, name: str, reason: str) -> None:
         # Names and library messages may hold newlines; the UI shows this as a single line.
@@ -62,7 +66,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
 def load_square(
     source: str | os.PathLike | bytes, size: int, name: str | None = None
 ) -> np.ndarray:
-    """Decode and return a (size, size, 3) uint8 array: the centred square crop of the image resized to size x size (equivalent to resize-shorter-side + centre crop).
+    """Decode an image into a (size, size, 3) uint8 array of its centred square.
+
+    The centred square crop of the image is resized to ``size`` x ``size``, which is
+    equivalent to resize-shorter-side followed by a centre crop.
 
     Args:
         source: A file path, or the raw bytes of an upload.
