@@ -259,6 +259,7 @@ def _downloaded_folder(name: str) -> Path:
 
 
 def _folder_source(root: Path, name: str, val_fraction: float, subset, seed) -> DataSource:
+    root = root.resolve()  # the scan returns absolute paths; the fingerprint hashes names relative to root
     scan = scan_folder(root)
     items = [p for p, _ in scan.train]
     labels = [label for _, label in scan.train]

@@ -34,7 +34,18 @@ BN_MOMENTUM = 0.01
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding (extra pixel on the bottom/right when odd)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # At stride 1 with an odd kernel, "same" is symmetric: let the conv pad (no copy).
+        if self.stride == (1, 1) and all(k % 2 for k in self.kernel_size):
+            self.padding = tuple(k // 2 for k in self.kernel_size)
+            self._symmetric = True
+        else:
+            self._symmetric = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._symmetric:
+            return super().forward(x)
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
@@ -49,7 +60,11 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class MBConv(nn.Module):
-    """Inverted residual block without squeeze-and-excitation."""
+    """Inverted residual block without squeeze-and-excitation.
+
+    ReLU6 runs in place on BatchNorm outputs (BatchNorm's backward does not need them), which
+    saves one activation tensor per convolution when fine-tuning.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
         super().__init__()
@@ -67,8 +82,8 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         if self.has_expand:
-            out = F.relu6(self._bn0(self._expand_conv(out)))
-        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+            out = F.relu6(self._bn0(self._expand_conv(out)), inplace=True)
+        out = F.relu6(self._bn1(self._depthwise_conv(out)), inplace=True)
         out = self._bn2(self._project_conv(out))
         return out + x if self.residual else out
 
@@ -92,10 +107,10 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
+        x = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(self._dropout(x))
 

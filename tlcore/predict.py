@@ -16,7 +16,7 @@ import torch
 from tlcore import backbones
 from tlcore.batches import BatchMaker
 from tlcore.config import TrainConfig
-from tlcore.device import autocast, memory_format, pick_device
+from tlcore.device import autocast, memory_format, pick_device, tune_allocator
 from tlcore.images import ImageError, load_square
 from tlcore.runs import RunStore
 
@@ -49,6 +49,7 @@ class Predictor:
 
     def __init__(self, name: str, model: torch.nn.Module, spec: backbones.BackboneSpec,
                  class_names: list[str], image_size: int | None, device: torch.device):
+        tune_allocator()
         self.name = name
         self.spec = spec
         self.class_names = class_names

@@ -21,7 +21,7 @@ from tlcore import backbones, features
 from tlcore.batches import BatchMaker, index_batches
 from tlcore.config import TrainConfig
 from tlcore.data import DataSource, resolve_data
-from tlcore.device import amp_dtype, autocast, memory_format, pick_device
+from tlcore.device import amp_dtype, autocast, memory_format, pick_device, tune_allocator
 from tlcore.events import Emit
 from tlcore.strategies import apply_train_mode, make_strategy
 
@@ -193,7 +193,7 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
             run.emit("batch", {"phase": f"features ({split})", "epoch": 0, "epochs": run.cfg.epochs,
                                "batch": b + 1, "batches": n})
         out[f"{split}_x"] = features.extract_features(model, run.spec, getattr(data, split).images, make_batch,
-                                                      max(run.cfg.batch_size, 64), progress)
+                                                      32, progress)
         out[f"{split}_y"] = getattr(data, split).labels
     features.save_cached(key, out, {"skipped": data.skipped})
     return out, data.skipped
@@ -217,6 +217,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
         TrainingError, ValueError: the run cannot go on (message says what to do).
     """
     cfg.validate()
+    tune_allocator()
     stop = stop or threading.Event()
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
