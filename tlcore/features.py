@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -49,7 +50,7 @@ def load_cached(key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["info"])
         return load_file(str(path)), meta
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
         return None  # a damaged cache entry is recomputed, never trusted
 
 

@@ -1,0 +1,209 @@
+"""Shared fixtures: isolated folders, tiny real-image datasets, and a short training run.
+
+Every test runs with TLCORE_CACHE, TLCORE_DATA, TLCORE_RUNS and TORCH_HOME pointing at fresh
+temporary folders, so no test reads or writes the real caches and no cached torchvision
+weights are seen. Images are crops of scikit-image's sample photos, made at test time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Two cores are shared with other people: OpenMP's spinning threads then run 10-100x slower
+# than one thread. Tests measure behaviour, not speed, so one thread it is (subprocesses get
+# OMP_NUM_THREADS=1 from the environment fixture below).
+torch.set_num_threads(1)
+
+# Class name -> scikit-image sample photo.
+PHOTOS = {"cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
+_ENV_NAMES = ("TLCORE_CACHE", "TLCORE_DATA", "TLCORE_RUNS", "TORCH_HOME")
+
+
+@dataclass
+class TlEnv:
+    """The temporary folders a test runs with."""
+
+    cache: Path
+    data: Path
+    runs: Path
+    torch_home: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where torchvision looks for cached weights."""
+        return self.torch_home / "hub" / "checkpoints"
+
+
+def _make_env(base: Path) -> TlEnv:
+    env = TlEnv(base / "cache", base / "data", base / "runs", base / "torch_home")
+    for p in (env.cache, env.data, env.runs, env.torch_home):
+        p.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _set_env(mp: pytest.MonkeyPatch, env: TlEnv) -> None:
+    for name, value in zip(_ENV_NAMES, (env.cache, env.data, env.runs, env.torch_home), strict=True):
+        mp.setenv(name, str(value))
+    mp.setenv("OMP_NUM_THREADS", "1")
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlEnv]:
+    """Isolated folders for module- and session-scoped fixtures (tests get their own below)."""
+    with pytest.MonkeyPatch.context() as mp:
+        env = _make_env(tmp_path_factory.mktemp("tlcore-session"))
+        _set_env(mp, env)
+        yield env
+
+
+@pytest.fixture(autouse=True)
+def tl_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[TlEnv]:
+    """Fresh, empty TLCORE_* folders and TORCH_HOME for each test."""
+    env = _make_env(tmp_path_factory.mktemp("tlcore-env"))
+    _set_env(monkeypatch, env)
+    yield env
+    # Warm predictors are process-wide; one built under this test's TORCH_HOME must not leak.
+    predict = sys.modules.get("tlcore.predict")
+    if predict is not None:
+        with predict._CACHE_LOCK:
+            predict._CACHE.clear()
+
+
+# ---- tiny real-image datasets ---------------------------------------------------------------
+
+
+def photo_patches(photo: str, n: int, size: int = 64, seed: int = 0) -> list[Image.Image]:
+    """`n` random square crops (60-100% of the short side) of a scikit-image photo, resized."""
+    pixels = getattr(skimage.data, photo)()
+    rng = np.random.default_rng(seed)
+    h, w = pixels.shape[:2]
+    patches = []
+    for _ in range(n):
+        side = int(min(h, w) * rng.uniform(0.6, 1.0))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(pixels[top : top + side, left : left + side])
+        patches.append(crop.resize((size, size), Image.Resampling.BICUBIC))
+    return patches
+
+
+def write_class_folders(
+    root: Path,
+    per_class: int = 6,
+    classes: tuple[str, ...] = tuple(PHOTOS),
+    size: int = 64,
+    seed: int = 0,
+    grayscale: bool = False,
+) -> Path:
+    """Write `root/<class>/<i>.png|jpg` (alternating formats) and return `root`."""
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(photo_patches(PHOTOS[name], per_class, size, seed + 100 * c)):
+            if grayscale:
+                img = img.convert("L")
+            img.save(folder / f"{name}_{i}.{'png' if i % 2 == 0 else 'jpg'}")
+    return root
+
+
+def zip_folder(folder: Path, zip_path: Path) -> Path:
+    """Zip `folder` with its own name as the single top-level entry."""
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+    return zip_path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """`photos/{cat,coffee,rocket}/` with 6 real-photo images each (PNG and JPEG)."""
+    return write_class_folders(tmp_path / "photos")
+
+
+@pytest.fixture
+def image_zip(image_folder: Path, tmp_path: Path) -> Path:
+    """`photos.zip` holding the `image_folder` dataset."""
+    return zip_folder(image_folder, tmp_path / "photos.zip")
+
+
+@pytest.fixture(scope="session")
+def make_class_folders() -> Callable[..., Path]:
+    """The `write_class_folders` helper, for tests that need their own layout."""
+    return write_class_folders
+
+
+@pytest.fixture(scope="session")
+def make_zip() -> Callable[[Path, Path], Path]:
+    """The `zip_folder` helper."""
+    return zip_folder
+
+
+@pytest.fixture(scope="session")
+def png_bytes() -> Callable[[str], bytes]:
+    """PNG bytes of a whole scikit-image photo, by its `skimage.data` name."""
+    import io
+
+    def make(photo: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, photo)()).save(buf, format="PNG")
+        return buf.getvalue()
+
+    return make
+
+
+# ---- short training runs --------------------------------------------------------------------
+
+TINY = {
+    "backbone": "simple_cnn", "data": "digits", "strategy": "scratch", "epochs": 2, "batch_size": 16,
+    "lr": 1e-2, "image_size": 32, "subset": 5, "device": "cpu", "seed": 0,
+}
+
+
+def tiny_config(**overrides):
+    """A TrainConfig that trains in about a second: digits, 5 images per class, 32 px."""
+    from tlcore.config import TrainConfig
+
+    return TrainConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture(scope="session", name="tiny_config")
+def tiny_config_fixture():
+    """The `tiny_config(**overrides)` helper."""
+    return tiny_config
+
+
+@pytest.fixture
+def run_training():
+    """Train a tiny config; returns (TrainResult, [(kind, data), ...] events in order).
+
+    Pass `events=[]` to keep the events of a run that raises, `stop=` a threading.Event, and
+    `on_event(kind, data)` to act on events as they come (e.g. set the stop flag).
+    """
+    from tlcore.train import train
+
+    def run(stop=None, on_event=None, events=None, **overrides):
+        events = [] if events is None else events
+
+        def emit(kind: str, data: dict) -> None:
+            events.append((kind, data))
+            if on_event is not None:
+                on_event(kind, data)
+
+        result = train(tiny_config(**overrides), emit, stop)
+        return result, events
+
+    return run
