@@ -1,0 +1,58 @@
+"""Compare: overlaid validation curves, an epoch-by-run table and a summary of any set of runs."""
+
+import streamlit as st
+
+from tlcore import charts, ui
+from tlcore.jobs import JobManager, get_manager
+from tlcore.paths import runs_root
+
+
+@st.cache_resource(show_spinner=False)
+def manager(runs_dir: str) -> JobManager:
+    return get_manager(runs_dir)
+
+
+st.title("Compare runs")
+records = {r.run_id: r for r in manager(str(runs_root().resolve())).list_runs()}
+if not records:
+    st.info("No runs yet: train a few on the Train page, then come back to compare them.")
+    st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+chosen = st.multiselect(
+    "Runs", list(records), key="runs",
+    default=[rid for rid, r in records.items() if r.state == "finished"],
+    format_func=lambda rid: f"{records[rid].label} · {records[rid].state}",
+)
+runs = [records[rid] for rid in chosen]
+if not runs:
+    st.info("Pick one or more runs above.")
+    st.stop()
+names = charts.run_names(runs)
+if not any(r.metrics for r in runs):
+    st.warning("None of these runs has finished an epoch yet, so there are no curves to draw.")
+
+show_train = st.toggle("Show train curves too", key="show_train")
+acc_col, loss_col = st.columns(2)
+acc_col.plotly_chart(charts.compare_figure(runs, "acc", show_train, names), theme="streamlit", key="acc_chart")
+loss_col.plotly_chart(charts.compare_figure(runs, "loss", show_train, names), theme="streamlit", key="loss_chart")
+
+st.subheader("Summary")
+summary = charts.summary_table(runs, names)
+st.dataframe(summary, hide_index=True, key="summary_table", column_config={
+    "best val acc": st.column_config.NumberColumn(format="percent"),
+    "final val acc": st.column_config.NumberColumn(format="percent"),
+    "seconds": st.column_config.NumberColumn(format="%.1f"),
+})
+st.download_button("Download summary (CSV)", charts.to_csv(summary), "summary.csv", "text/csv",
+                   key="download_summary", on_click="ignore")
+
+st.subheader("Epoch by run")
+epochs = charts.epoch_table(runs, names)
+st.dataframe(epochs, key="epoch_table")
+st.download_button("Download epoch table (CSV)", charts.to_csv(epochs), "epochs.csv", "text/csv",
+                   key="download_epochs", on_click="ignore")
+
+failed = [(name, r) for name, r in zip(names, runs, strict=True) if r.state == "failed"]
+for name, record in failed:
+    st.error(f"{name} ({ui.run_time(record.run_id)}) failed: {record.status.get('message', 'see its log')}")

@@ -1,0 +1,102 @@
+"""AppTest tests of the Compare page over runs made beforehand by the job manager."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tlcore.config import TrainConfig
+from tlcore.jobs import get_manager
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/2_Compare.py"
+
+
+@pytest.fixture(scope="module")
+def made_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+    """Two finished tiny runs (simple_cnn: seconds on a CPU) and one that failed, in one runs folder."""
+    root = tmp_path_factory.mktemp("compare")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLCORE_CACHE", str(root / "cache"))
+        mp.delenv("TLCORE_DATA", raising=False)
+        manager = get_manager(root / "runs")
+        base = {"backbone": "simple_cnn", "data": "digits", "subset": 5, "epochs": 2, "image_size": 32}
+        ids = [manager.submit(TrainConfig(**base, strategy=s)) for s in ("scratch", "finetune")]
+        ids.append(manager.submit(TrainConfig(**{**base, "data": str(root / "missing")}, strategy="scratch")))
+        for run_id in ids:
+            assert manager.wait(run_id, timeout=120)
+        assert [manager.snapshot(i)["status"] for i in ids] == ["finished", "finished", "failed"]
+        yield root / "runs", ids
+
+
+@pytest.fixture
+def runs(made_runs: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The made runs' ids, with TLCORE_RUNS pointing at their folder for this test."""
+    monkeypatch.setenv("TLCORE_RUNS", str(made_runs[0]))
+    return made_runs[1]
+
+
+def compare_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def traces(chart) -> list[str]:
+    return [t["name"] for t in json.loads(chart.proto.spec)["data"]]
+
+
+def test_without_runs_it_says_where_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLCORE_RUNS", str(tmp_path / "runs"))
+    at = compare_page()
+    assert "No runs yet" in at.info[0].value
+    assert not at.multiselect
+
+
+def test_finished_runs_are_compared_by_default(runs: list[str]) -> None:
+    at = compare_page()
+    finished = set(runs[:2])
+    assert set(at.multiselect(key="runs").value) == finished
+    assert len(at.multiselect(key="runs").options) == 3
+    acc, loss = at.get("plotly_chart")
+    assert traces(acc) == traces(loss) == ["simple_cnn + finetune", "simple_cnn + scratch"]  # newest first
+    for chart in (acc, loss):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            assert list(trace["x"]) == [1, 2]
+
+    summary, epochs = at.dataframe
+    assert list(summary.value["strategy"]) == ["finetune", "scratch"]
+    assert list(summary.value["dataset"]) == ["digits", "digits"]
+    assert summary.value["best val acc"].between(0, 1).all() and (summary.value["trainable params"] > 0).all()
+    assert list(epochs.value.index) == [1, 2]
+    assert list(epochs.value.columns) == [
+        "simple_cnn + finetune: val loss", "simple_cnn + finetune: val acc",
+        "simple_cnn + scratch: val loss", "simple_cnn + scratch: val acc"]
+    assert [b.key for b in at.get("download_button")] == ["download_summary", "download_epochs"]
+
+
+def test_train_curves_toggle(runs: list[str]) -> None:
+    at = compare_page()
+    at.toggle(key="show_train").set_value(True).run()
+    acc, _ = at.get("plotly_chart")
+    assert traces(acc) == ["simple_cnn + finetune", "simple_cnn + finetune (train)",
+                           "simple_cnn + scratch", "simple_cnn + scratch (train)"]
+
+
+def test_a_failed_run_can_be_chosen_and_shows_its_message(runs: list[str]) -> None:
+    at = compare_page()
+    at.multiselect(key="runs").set_value([runs[2]]).run()
+    assert not at.exception
+    assert "failed" in at.error[0].value and "missing" in at.error[0].value
+    assert "None of these runs has finished an epoch" in at.warning[0].value
+
+
+def test_choosing_no_run_asks_for_one(runs: list[str]) -> None:
+    at = compare_page()
+    at.multiselect(key="runs").set_value([]).run()
+    assert not at.exception and "Pick one or more runs" in at.info[0].value

@@ -1,0 +1,107 @@
+"""The Predict page (AppTest) and the upload -> top-k function behind it, on a real photo."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import skimage.data
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tlcore import ui
+from tlcore.config import TrainConfig
+from tlcore.jobs import get_manager
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/3_Predict.py"
+CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
+
+
+@pytest.fixture(scope="module")
+def lite0_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A finished efficientnet_lite0 run on digits (feature extraction, tiny: seconds on a CPU)."""
+    root = tmp_path_factory.mktemp("predict")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLCORE_CACHE", str(root / "cache"))
+        mp.delenv("TLCORE_DATA", raising=False)
+        manager = get_manager(root / "runs")
+        run_id = manager.submit(TrainConfig(data="digits", subset=5, image_size=64, epochs=1, device="cpu"))
+        assert manager.wait(run_id, timeout=120)
+        assert manager.snapshot(run_id)["status"] == "finished"
+        yield root / "runs", run_id
+
+
+@pytest.fixture
+def runs_dir(lite0_run: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TLCORE_RUNS", str(lite0_run[0]))
+    return lite0_run[0]
+
+
+@pytest.fixture(scope="module")
+def chelsea_jpeg() -> bytes:
+    """scikit-image's sample cat photo, as an uploaded JPEG."""
+    buf = io.BytesIO()
+    Image.fromarray(skimage.data.chelsea()).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def predict_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_widgets_and_defaults_without_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLCORE_RUNS", str(tmp_path / "no-runs"))
+    at = predict_page()
+    assert at.radio(key="model_kind").value == "ImageNet head of a backbone"
+    assert at.radio(key="model_kind").disabled  # nothing trained yet
+    assert at.selectbox(key="backbone").value == "efficientnet_lite0"
+    assert "simple_cnn" not in at.selectbox(key="backbone").options  # no ImageNet head to predict with
+    assert at.slider(key="k").value == 5
+    assert "Upload one or more images" in at.info[0].value
+
+
+def test_select_a_finished_run(runs_dir: Path, lite0_run: tuple[Path, str]) -> None:
+    at = predict_page()
+    at.radio(key="model_kind").set_value("a finished run").run()
+    assert not at.exception
+    assert at.selectbox(key="run").value == lite0_run[1]
+    assert "10 classes: 0, 1, 2" in " ".join(c.value for c in at.caption)
+    at.slider(key="k").set_value(3).run()
+    assert not at.exception and at.slider(key="k").value == 3
+
+
+def test_uploads_to_topk_with_a_real_photo_and_a_bad_file(runs_dir: Path, lite0_run: tuple[Path, str],
+                                                          chelsea_jpeg: bytes) -> None:
+    files = [("chelsea.jpg", chelsea_jpeg), ("notes.png", b"not an image")]
+
+    report = ui.predict_uploads(files, ui.ModelChoice(backbone="efficientnet_lite0"), k=5, runs_dir=runs_dir)
+    cat, bad = report.items
+    assert cat.name == "chelsea.jpg" and cat.error is None and len(cat.top) == 5
+    assert CATS & {p.label for p in cat.top}, [p.label for p in cat.top]
+    assert all(a.prob >= b.prob for a, b in zip(cat.top, cat.top[1:], strict=False))
+    assert cat.image is not None and max(cat.image.size) <= ui.THUMBNAIL
+    assert cat.imagenet is None and report.imagenet_model is None
+    assert bad.name == "notes.png" and bad.top == [] and "not an image" in bad.error and "\n" not in bad.error
+
+    # With a run: its own classes, and the backbone's ImageNet top-k beside them.
+    report = ui.predict_uploads(files, ui.ModelChoice(run_id=lite0_run[1]), k=3, runs_dir=runs_dir)
+    cat, bad = report.items
+    assert {p.label for p in cat.top} <= {str(d) for d in range(10)} and len(cat.top) == 3
+    assert sum(p.prob for p in cat.top) <= 1.0 + 1e-6
+    assert CATS & {p.label for p in cat.imagenet}
+    assert report.model == "your run: feature_extraction on digits"
+    assert report.imagenet_model == "efficientnet_lite0 (ImageNet)" and report.imagenet_note is None
+    assert bad.error and bad.imagenet is None
+
+
+def test_models_that_cannot_load_say_why(runs_dir: Path) -> None:
+    with pytest.raises(ui.ModelUnavailable, match="no pretrained ImageNet head"):
+        ui.predict_uploads([], ui.ModelChoice(backbone="simple_cnn"), runs_dir=runs_dir)
+    with pytest.raises(ui.ModelUnavailable, match="Pick another run"):
+        ui.predict_uploads([], ui.ModelChoice(run_id="20250101-000000-gone"), runs_dir=runs_dir)

@@ -1,0 +1,308 @@
+"""What the pages need that is not drawing: widget choices, labels, progress, and predictions.
+
+Nothing here imports streamlit, so all of it is testable without a browser; the pages only
+lay out widgets and show what these functions return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from tlcore import backbones
+from tlcore.catalog import backbone_table
+from tlcore.charts import dataset_name, run_name
+from tlcore.config import TrainConfig
+from tlcore.data import check_data_spec
+from tlcore.images import ImageError, open_image
+from tlcore.predict import Prediction, get_predictor
+from tlcore.runs import ACTIVE, RunRecord, RunStore
+from tlcore.uploads import save_upload, uploads_dir
+from tlcore.weights import WeightsUnavailable
+
+DATA_SOURCES = ("built-in", "folder on this machine", "upload a .zip")
+IMAGE_SIZES = (None, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384)
+BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256)
+IMAGE_TYPES = ("jpg", "jpeg", "png", "gif", "webp", "bmp")
+STATE_COLORS = {"queued": "gray", "running": "blue", "finished": "green", "failed": "red",
+                "cancelled": "orange", "interrupted": "orange"}
+THUMBNAIL = 384  # px, longest side of the picture shown beside a prediction
+
+
+# ---- the Train page's choices -------------------------------------------------------------
+
+
+def backbone_rows() -> dict[str, dict]:
+    """`catalog.backbone_table()` by name, built on the meta device: same numbers, no weights allocated.
+
+    Counting parameters by building VGG16 and friends for real takes seconds; on the meta
+    device the modules have shapes but no storage, so the table costs milliseconds.
+    """
+    with torch.device("meta"):
+        return {row["name"]: row for row in backbone_table()}
+
+
+def backbone_label(row: dict) -> str:
+    """`resnet18 · 11.7M params · needs download` for the backbone picker."""
+    size = f"{row['params'] / 1e6:.1f}M" if row["params"] >= 1e6 else f"{row['params'] / 1e3:.0f}K"
+    return f"{row['name']} · {size} params · {'offline' if row['available_offline'] else 'needs download'}"
+
+
+def image_size_label(size: int | None, backbone: str | None = None) -> str:
+    """`default (224 px)` (the backbone's own size) for None, else `64 px`."""
+    if size is None:
+        default = backbones.get_backbone(backbone).input_size if backbone else None
+        return f"default ({default} px)" if default else "default"
+    return f"{size} px"
+
+
+def dataset_spec(source: str, builtin: str | None = None, folder: str | None = None, upload=None,
+                 dest_dir: str | Path | None = None) -> str:
+    """The dataset spec for the chosen source; raises ValueError saying what to do.
+
+    Args:
+        source: one of DATA_SOURCES.
+        builtin: a name from tlcore.data.BUILTIN (source "built-in").
+        folder: a path typed by the user (source "folder on this machine").
+        upload: the uploaded zip, anything with `.name` and `.getvalue()` (source "upload a .zip");
+            it is stored by `save_upload` under a content-hash name.
+        dest_dir: where uploads are stored (default `uploads.uploads_dir()`).
+    """
+    if source == DATA_SOURCES[0]:
+        if not builtin:
+            raise ValueError("pick a built-in dataset")
+        return builtin
+    if source == DATA_SOURCES[1]:
+        if not folder or not folder.strip():
+            raise ValueError("type the path of a folder with one sub-folder of images per class")
+        path = Path(folder.strip()).expanduser()
+        if not path.exists():
+            raise ValueError(f"{path} does not exist: type the path of a folder of class folders on this machine")
+        if path.is_file() and path.suffix.lower() != ".zip":
+            raise ValueError(f"{path.name} is a file: give a folder of class folders, or a .zip of one")
+        return str(path.resolve())
+    if source == DATA_SOURCES[2]:
+        if upload is None:
+            raise ValueError("upload a .zip with one folder of images per class first")
+        return str(save_upload(upload.getvalue(), upload.name, dest_dir or uploads_dir()))
+    raise ValueError(f"unknown dataset source {source!r}: choose one of {', '.join(DATA_SOURCES)}")
+
+
+def make_config(**values) -> TrainConfig:
+    """A validated TrainConfig from widget values; raises ValueError with one line on a bad one."""
+    cfg = TrainConfig(**values).validate()
+    check_data_spec(cfg.data)
+    return cfg
+
+
+# ---- runs on the Train page ---------------------------------------------------------------
+
+
+def snapshot_of(record: RunRecord) -> dict:
+    """A record from disk in the shape of `JobManager.snapshot`."""
+    return {"run_id": record.run_id, "config": record.config, **record.status, "metrics": record.metrics}
+
+
+def live_ids(records: Sequence[RunRecord]) -> list[str]:
+    """Ids of runs queued or running (in this process or another live one)."""
+    return [r.run_id for r in records if r.state in ACTIVE]
+
+
+def runs_to_show(records: Sequence[RunRecord], active: Sequence[str], limit: int = 4) -> list[RunRecord]:
+    """Every active run, then the newest others, `limit` in all (at least the active ones)."""
+    live = [r for r in records if r.run_id in active or r.state in ACTIVE]
+    rest = [r for r in records if r not in live]
+    return live + rest[: max(limit - len(live), 0)]
+
+
+def run_time(run_id: str) -> str:
+    """`2025-11-25 09:03:12` from a run id that starts with its creation time."""
+    stamp = run_id[:15]
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    except ValueError:
+        return stamp
+
+
+def run_title(run: RunRecord | dict) -> str:
+    """`efficientnet_lite0 + feature_extraction on digits · 2025-11-25 09:03:12`."""
+    run_id, config = (run["run_id"], run["config"]) if isinstance(run, dict) else (run.run_id, run.config)
+    return f"{run_name(run)} on {dataset_name(config.get('data'))} · {run_time(run_id)}"
+
+
+def state_badge(state: str) -> str:
+    """Markdown for a coloured state label, e.g. `:green-badge[finished]`."""
+    return f":{STATE_COLORS.get(state, 'gray')}-badge[{state}]"
+
+
+def _pct(x) -> str:
+    return f"{x:.1%}" if isinstance(x, (int, float)) else "-"
+
+
+def progress_of(snap: dict) -> tuple[float, str]:
+    """(fraction done in [0, 1], one line saying where the run is) for a progress bar."""
+    p = snap.get("progress") or {}
+    epochs = p.get("epochs") or (snap.get("config") or {}).get("epochs") or 1
+    done = len(snap.get("metrics") or [])
+    if snap.get("status") == "queued":
+        log = snap.get("log") or []
+        return 0.0, f"preparing: {log[-1]}" if log else "queued: starts when the run before it ends"
+    phase, batches = p.get("phase"), p.get("batches") or 0
+    within = p.get("batch", 0) / batches if batches else 0.0
+    if not phase:
+        log = snap.get("log") or []
+        return done / epochs, f"preparing: {log[-1]}" if log else "loading data and model"
+    if phase.startswith("features"):
+        # The frozen backbone runs once over all images before the epochs, which then take seconds.
+        return within, f"backbone {phase}: batch {p.get('batch')}/{batches}"
+    # Training takes most of an epoch, validation the rest.
+    frac = (done + (0.9 * within if phase == "train" else 0.9 + 0.1 * within)) / epochs
+    loss = f" · loss {p['loss']:.4f}" if isinstance(p.get("loss"), (int, float)) else ""
+    return min(frac, 1.0), f"epoch {p.get('epoch')}/{epochs} · {phase} batch {p.get('batch')}/{batches}{loss}"
+
+
+def epoch_line(snap: dict) -> str:
+    """The last finished epoch's numbers in one line, or '' before the first."""
+    metrics = snap.get("metrics") or []
+    if not metrics:
+        return ""
+    m, epochs = metrics[-1], (snap.get("config") or {}).get("epochs", "?")
+    return (f"epoch {m.get('epoch')}/{epochs}: train loss {m.get('train_loss', 0):.4f}, acc {_pct(m.get('train_acc'))}"
+            f" · val loss {m.get('val_loss', 0):.4f}, acc {_pct(m.get('val_acc'))} · {m.get('seconds', 0):.2g} s")
+
+
+def result_line(snap: dict) -> str:
+    """How a run that ended did, e.g. `best val acc 93.1% at epoch 4 · 2 epochs in 12.3 s`."""
+    parts = []
+    if snap.get("best_val_acc") is not None:
+        parts.append(f"best val acc {_pct(snap['best_val_acc'])} at epoch {snap.get('best_epoch')}")
+    if snap.get("seconds") is not None:
+        parts.append(f"{len(snap.get('metrics') or [])} epochs in {snap['seconds']:.1f} s")
+    if snap.get("num_train"):
+        parts.append(f"{snap['num_train']} train / {snap.get('num_val')} val images on {snap.get('device')}")
+    if snap.get("skipped"):
+        parts.append(f"{snap['skipped']} unreadable files skipped")
+    return " · ".join(parts)
+
+
+# ---- the Predict page ---------------------------------------------------------------------
+
+
+def predictable_runs(records: Sequence[RunRecord], runs_dir: str | Path) -> list[RunRecord]:
+    """Runs that ended with saved weights (finished, or cancelled after an epoch), newest first."""
+    store = RunStore(runs_dir)
+    return [r for r in records if r.state not in ACTIVE and r.class_names
+            and (store.path(r.run_id) / "model.safetensors").is_file()]
+
+
+def imagenet_backbones() -> list[str]:
+    """Backbones that have a pretrained ImageNet head to predict with."""
+    return [n for n in backbones.list_backbones() if backbones.class_names(backbones.get_backbone(n)) is not None]
+
+
+class ModelUnavailable(ValueError):
+    """The chosen model cannot be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What to predict with: a backbone's ImageNet head, or a finished run."""
+
+    backbone: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class UploadPrediction:
+    """One uploaded image: a picture to show and its top-k, or the one-line reason it failed."""
+
+    name: str
+    image: Image.Image | None = None
+    top: list[Prediction] = field(default_factory=list)
+    imagenet: list[Prediction] | None = None  # the run's backbone on ImageNet, beside a run's top-k
+    error: str | None = None
+
+
+@dataclass
+class PredictionReport:
+    """Predictions for a batch of uploads, with the titles of the models that made them."""
+
+    model: str
+    items: list[UploadPrediction]
+    imagenet_model: str | None = None
+    imagenet_note: str | None = None  # why there is no ImageNet top-k beside a run
+
+
+def _load(choice: ModelChoice, runs_dir: str | Path, device: str):
+    try:
+        return get_predictor(backbone=choice.backbone, run_id=choice.run_id, runs_dir=runs_dir, device=device)
+    except (ValueError, LookupError, OSError, RuntimeError) as exc:  # RuntimeError: WeightsUnavailable, bad weights
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelUnavailable(reason if choice.backbone else
+                               f"cannot load run {choice.run_id}: {reason}. Pick another run or a backbone") from None
+
+
+def _read(file) -> tuple[str, bytes]:
+    if isinstance(file, tuple):
+        return str(file[0]), bytes(file[1])
+    data = file.getvalue() if hasattr(file, "getvalue") else file.read()
+    return Path(str(getattr(file, "name", "upload"))).name, bytes(data)
+
+
+def predict_uploads(files: Sequence, choice: ModelChoice, k: int = 5, runs_dir: str | Path = "runs",
+                    device: str = "auto") -> PredictionReport:
+    """Top-k for each uploaded image, plus ImageNet top-k of the run's backbone when a run is chosen.
+
+    Args:
+        files: uploads (anything with `.name` and `.getvalue()`, like Streamlit's UploadedFile)
+            or (name, bytes) pairs.
+        choice: the model; see ModelChoice.
+        k: how many classes to return per image.
+        runs_dir: the runs folder a run id refers to.
+
+    Returns:
+        A report with one item per file, in order; an unreadable file has `error` set and the
+        others are unaffected.
+
+    Raises:
+        ModelUnavailable: the model cannot be loaded (weights missing offline, unknown run...).
+    """
+    predictor = _load(choice, runs_dir, device)
+    imagenet, note = None, None
+    if choice.run_id is not None:
+        name = predictor.spec.name
+        if backbones.class_names(predictor.spec) is None:
+            note = f"{name} has no ImageNet head to compare with"
+        else:
+            try:
+                imagenet = get_predictor(backbone=name, device=device)
+            except (ValueError, WeightsUnavailable, OSError) as exc:
+                note = f"no ImageNet top-k beside the run: {exc}"
+    items, readable = [], []
+    for file in files:
+        name, data = _read(file)
+        try:
+            picture = open_image(data, name)
+        except ImageError as exc:
+            items.append(UploadPrediction(name, error=str(exc)))
+            continue
+        picture.thumbnail((THUMBNAIL, THUMBNAIL))
+        items.append(UploadPrediction(name, picture))
+        readable.append((len(items) - 1, name, data))
+    if readable:
+        names, datas = [n for _, n, _ in readable], [d for _, _, d in readable]
+        tops = predictor.predict(datas, k=k, names=names)
+        bases = imagenet.predict(datas, k=k, names=names) if imagenet else [None] * len(readable)
+        for (i, _, _), top, base in zip(readable, tops, bases, strict=True):
+            items[i].top, items[i].error = top.predictions, top.error
+            items[i].imagenet = base.predictions if base is not None else None
+    title = predictor.name
+    if choice.run_id is not None:
+        config = RunStore(runs_dir).load(choice.run_id).config
+        title = f"your run: {config.get('strategy')} on {dataset_name(config.get('data'))}"
+    return PredictionReport(title, items, imagenet.name if imagenet else None, note)
