@@ -116,7 +116,6 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         return _usage_error(str(exc))
     manager = get_manager(args.runs_dir or runs_root())
-    run_id = manager.submit(cfg)
     out = sys.stderr if args.json else sys.stdout
 
     def show(kind: str, data: dict) -> None:
@@ -127,10 +126,11 @@ def cmd_train(args) -> int:
         elif kind == "log":
             print(f"  {data['message']}", file=out, flush=True)
         elif kind == "started":
-            print(f"run {run_id}: {len(data['class_names'])} classes, {data['num_train']} train / {data['num_val']} val"
+            print(f"started: {len(data['class_names'])} classes, {data['num_train']} train / {data['num_val']} val"
                   f" images on {data['device']} ({data['path']})", file=out, flush=True)
 
-    manager.subscribe(run_id, show)
+    run_id = manager.submit(cfg, listener=show)
+    print(f"run {run_id} queued", file=out, flush=True)
     try:
         manager.wait(run_id)
     except KeyboardInterrupt:

@@ -163,7 +163,7 @@ def _hash_arrays(*arrays) -> str:
 
 def _hash_files(root: Path, items: list, labels: list) -> str:
     h = hashlib.sha256()
-    for path, label in zip(items, labels):
+    for path, label in zip(items, labels, strict=True):
         h.update(f"{Path(path).relative_to(root)}|{label}|".encode())
         with open(path, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
@@ -296,6 +296,8 @@ def check_data_spec(spec: str) -> None:
     if spec in BUILTIN:
         return
     path = Path(spec).expanduser()
+    if not path.exists() and (os.sep in spec or "/" in spec or path.suffix):
+        raise DataError(f"dataset path not found: {spec}: check the path, or use one of {', '.join(BUILTIN)}")
     if not path.exists():
         raise DataError(
             f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN)}, a folder of class "

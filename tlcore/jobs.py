@@ -47,12 +47,18 @@ class JobManager:
 
     # ---- commands ----
 
-    def submit(self, config: TrainConfig) -> str:
-        """Validate, record and queue a run; returns its id at once."""
+    def submit(self, config: TrainConfig, listener=None) -> str:
+        """Validate, record and queue a run; returns its id at once.
+
+        `listener(kind, data)`, when given, is subscribed before the run can start, so it sees
+        every event.
+        """
         config.validate()
         run_id = self.store.new_run_id(config.backbone, config.strategy)
         self.store.create(run_id, config.to_dict())
         job = Job(run_id, config, RunRecorder(self.store, run_id))
+        if listener is not None:
+            job.recorder.subscribe(listener)
         with self._lock:
             self._jobs[run_id] = job
         self._queue.put(job)

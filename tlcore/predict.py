@@ -68,7 +68,7 @@ class Predictor:
         names = names or [getattr(s, "name", None) or str(s) if not isinstance(s, bytes) else "upload" for s in images]
         results: list[ImagePrediction | None] = [None] * len(images)
         arrays, where = [], []
-        for i, (src, name) in enumerate(zip(images, names)):
+        for i, (src, name) in enumerate(zip(images, names, strict=True)):
             try:
                 data = src.read() if hasattr(src, "read") else src
                 arrays.append(torch.from_numpy(load_square(data, self.resize, name=Path(name).name)).permute(2, 0, 1))
@@ -80,10 +80,10 @@ class Predictor:
             with autocast(self.device):
                 probs = self.model(self.make_batch(batch)).float().softmax(1).cpu()
             top = probs.topk(k, 1)
-            for row, (values, indices) in enumerate(zip(top.values, top.indices)):
+            for row, (values, indices) in enumerate(zip(top.values, top.indices, strict=True)):
                 i = where[start + row]
                 results[i] = ImagePrediction(
-                    names[i], [Prediction(self.class_names[j], float(v)) for v, j in zip(values, indices)]
+                    names[i], [Prediction(self.class_names[j], float(v)) for v, j in zip(values, indices, strict=True)]
                 )
         return results
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 # Identifies this process's runs even if the OS later reuses its pid.
@@ -153,7 +154,11 @@ class RunStore:
         path = self.path(run_id) / "model.safetensors"
         if not path.is_file():
             raise RunNotFound(f"run {run_id} has no saved weights (it did not finish an epoch)")
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise RunNotFound(f"run {run_id}'s weights file is damaged or not safetensors ({exc}): "
+                              "train the run again") from None
 
     def exists(self, run_id: str) -> bool:
         return (self.path(run_id) / "config.json").is_file()

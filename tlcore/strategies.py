@@ -110,7 +110,7 @@ class Discriminative(Strategy):
         lrs = discriminative_lrs(len(groups), lr, self.factor)
         for g in groups:
             set_trainable(g, True)
-        return [{"params": g.parameters(), "lr": r, "name": g.name} for g, r in zip(groups, lrs)]
+        return [{"params": g.parameters(), "lr": r, "name": g.name} for g, r in zip(groups, lrs, strict=True)]
 
 
 @dataclass

@@ -154,7 +154,7 @@ def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int)
 def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
     """Loss, accuracy and (with more than 5 classes) top-5 accuracy on the validation split."""
     total_loss, correct, correct5, seen = 0.0, 0, 0, 0
-    batches = list(index_batches(len(labels), max(run.cfg.batch_size, 64), shuffle=False))
+    batches = list(index_batches(len(labels), max(run.cfg.batch_size, 32), shuffle=False))
     for b, idx in enumerate(batches):
         run.check_stop()
         y = labels[idx].to(run.device, non_blocking=True)
@@ -167,8 +167,9 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
         seen += len(idx)
         run.emit("batch", {"phase": "val", "epoch": epoch + 1, "epochs": run.cfg.epochs,
                            "batch": b + 1, "batches": len(batches)})
+        top5 = logits.shape[1] > 5
     out = {"val_loss": total_loss / seen, "val_acc": correct / seen}
-    if correct5:
+    if top5:
         out["val_top5"] = correct5 / seen
     return out
 
@@ -312,7 +313,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
                 sched.step()
     except _StopNow:
         raise Cancelled(TrainResult(summary(), _full_state(model, head, best_state, use_cache))) from None
-    except torch.cuda.OutOfMemoryError:
+    except torch.OutOfMemoryError:
         raise TrainingError(f"out of GPU memory at batch size {cfg.batch_size}, {crop} px: "
                             "use a smaller batch size or image size") from None
     except RuntimeError as exc:
