@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from tlcore import backbones
+
+
+def _count_params(spec: backbones.BackboneSpec) -> int:
+    """Parameters of the ImageNet architecture, built on the meta device (shapes, no storage)."""
+    with torch.device("meta"):
+        return backbones.count_params(spec.build())
 
 
 def backbone_table() -> list[dict]:
@@ -10,7 +18,7 @@ def backbone_table() -> list[dict]:
     rows = []
     for name in backbones.list_backbones():
         spec = backbones.get_backbone(name)
-        params = spec.extra.get("num_params") or backbones.count_params(spec.build())
+        params = spec.extra.get("num_params") or _count_params(spec)
         rows.append({
             "name": name,
             "params": params,

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from tlcore import backbones
@@ -38,13 +37,8 @@ THUMBNAIL = 384  # px, longest side of the picture shown beside a prediction
 
 
 def backbone_rows() -> dict[str, dict]:
-    """`catalog.backbone_table()` by name, built on the meta device: same numbers, no weights allocated.
-
-    Counting parameters by building VGG16 and friends for real takes seconds; on the meta
-    device the modules have shapes but no storage, so the table costs milliseconds.
-    """
-    with torch.device("meta"):
-        return {row["name"]: row for row in backbone_table()}
+    """`catalog.backbone_table()` keyed by backbone name."""
+    return {row["name"]: row for row in backbone_table()}
 
 
 def backbone_label(row: dict) -> str:

@@ -1,0 +1,73 @@
+"""The benchmark runs end to end in quick mode and reports every row; speed is not asserted here.
+
+Speed targets belong to `python -m tlcore.bench` on real data (bench/RESULTS.md), not to tests:
+on a shared CI machine a timing assertion would only measure the neighbours.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from torchvision import datasets
+
+from tlcore import bench
+from tlcore.folders import scan_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_prints_every_row_and_the_targets(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, "-m", "tlcore.bench", "--quick", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = proc.stdout
+    for key, name in bench.ROWS.items():
+        line = next((line for line in report.splitlines() if line.startswith(f"| {key} | {name} |")), None)
+        assert line is not None, f"row {key} missing:\n{report}"
+        assert "skipped" not in line
+    assert "## Targets" in report and "## Machine" in report
+    assert report.count("| PASS |") + report.count("| FAIL |") == len(bench.targets({}))
+    assert "generated stand-in" in report
+    assert out.read_text().strip() == report.strip()
+
+
+def test_standin_is_a_train_val_folder_both_loaders_read(tmp_path):
+    root = bench.make_standin(tmp_path / "d", 3, 2, (40, 30))
+    scan = scan_folder(root)
+    assert scan.class_names == ["across", "along"]
+    assert len(scan.train) == 6 and len(scan.val) == 4
+    ds = datasets.ImageFolder(str(root / "val"))
+    assert len(ds) == 4 and ds[0][0].size == (40, 30)
+
+
+def test_targets_without_rows_are_not_applicable():
+    items = bench.targets({})
+    assert items and all(t.ok is None for t in items)
+    assert "n/a" in bench.render_targets(items)
+
+
+def test_table_marks_skipped_rows_and_ratios_against_the_right_baseline():
+    rows = {
+        1: bench.Row(1, seconds=100.0, images=1000, best_val_acc=0.9, epochs=10),
+        2: bench.Row(2, seconds=20.0, images=1000, best_val_acc=0.91, epochs=10),
+        5: bench.Row(5, seconds=30.0, images=300, epochs=3),
+        6: bench.Row(6, seconds=15.0, images=300, epochs=3),
+    }
+    table = bench.render_table(rows)
+    assert "| 3 | tlcore feature_extraction, warm cache | skipped |" in table
+    line2 = next(line for line in table.splitlines() if line.startswith("| 2 |"))
+    line6 = next(line for line in table.splitlines() if line.startswith("| 6 |"))
+    assert "| 0.200 |" in line2 and "| 0.500 |" in line6
+    verdicts = {t.name: t.ok for t in bench.targets(rows)}
+    assert verdicts["[6] tlcore finetune s/epoch <= baseline's (batch 4)"] is True
+    assert verdicts["[2] vs [1] val accuracy within 1.5 points"] is True
+
+
+@pytest.mark.parametrize("argv", [["--rows", "9"], ["--rows", "one"]])
+def test_bad_rows_argument_exits_2(argv, capsys):
+    assert bench.main(argv) == 2
+    assert "--rows" in capsys.readouterr().err

@@ -1,0 +1,270 @@
+"""The app in a real browser: `streamlit run app.py` driven by Debian's Chromium through Playwright.
+
+One test walks the main flow a person takes: train a short run on the Train page and watch its
+curves, see it on Compare, then get the top-k of a cat photo on Predict from that run and from
+its backbone's ImageNet head. It saves a screenshot of each page (`TLCORE_SCREENSHOTS=<folder>`
+copies them there too). Without Chromium or Playwright it skips and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import skimage.data
+from PIL import Image
+
+try:  # CI installs Playwright; without it the test skips (see `browser_page`)
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    expect = sync_playwright = None
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-quic", "--disable-sync"]
+CATS = ("tabby", "tiger cat", "Egyptian cat")
+TIMEOUT_MS = 60_000  # one page render or one prediction, on two busy cores
+TRAIN_TIMEOUT_MS = 180_000  # the whole short run, backbone features included
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@dataclass
+class AppServer:
+    """A `streamlit run app.py` subprocess and where to reach it."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        """What the server printed so far (stdout and stderr together)."""
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(server: AppServer, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout:.0f} s:\n{server.log()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # The server's own process group: streamlit and anything it started, nothing else.
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def app_server(tl_env, tmp_path: Path) -> Iterator[AppServer]:
+    """The app on a free local port, with this test's runs and cache folders."""
+    port = _free_port()
+    env = {**os.environ, "TLCORE_RUNS": str(tl_env.runs), "TLCORE_CACHE": str(tl_env.cache), "OMP_NUM_THREADS": "1"}
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],  # no watcher thread polling the repo on two cores
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path):
+    """A Chromium page (Debian's browser, headless), skipping when it or Playwright is missing."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium to run the browser test")
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed: pip install playwright to run the browser test")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            # Tall enough that each page fits without scrolling: Streamlit scrolls its main
+            # block, not the document, so a "full page" screenshot is only the viewport.
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def cat_jpeg(tmp_path: Path) -> Path:
+    """scikit-image's sample cat photo (Chelsea) as a JPEG file."""
+    path = tmp_path / "chelsea.jpg"
+    Image.fromarray(skimage.data.chelsea()).save(path, format="JPEG", quality=90)
+    return path
+
+
+# ---- helpers on the page -----------------------------------------------------------------------
+
+
+def _widget(page, key: str):
+    """The element Streamlit made for the widget with this `key=` (it carries class st-key-<key>)."""
+    return page.locator(f".st-key-{key}")
+
+
+def _wait_idle(page) -> None:
+    """Until the script run that the last interaction started has ended."""
+    page.wait_for_timeout(300)  # let the rerun request reach the server first
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+
+
+def _combobox(page, key: str):
+    """A selectbox's text field: its value is the chosen option's label."""
+    return _widget(page, key).get_by_role("combobox")
+
+
+def _select(page, key: str, option: str) -> None:
+    _combobox(page, key).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _wait_idle(page)
+
+
+def _type_number(page, key: str, value: int) -> None:
+    field = _widget(page, key).locator("input")
+    field.fill(str(value))
+    field.press("Enter")  # Streamlit sends a number input's value on Enter or blur
+    _wait_idle(page)
+
+
+def _plotly_charts(page, within=None):
+    """Plotly charts that finished drawing (their SVG has at least one trace)."""
+    return (within or page).locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".js-plotly-plot .trace"))
+
+
+def _assert_clean(page, where: str) -> None:
+    """No exception box and no "Page not found" dialog on the page."""
+    errors = page.get_by_test_id("stException")
+    assert errors.count() == 0, f"{where} shows an exception:\n" + "\n".join(errors.all_inner_texts())
+    assert page.get_by_text("Page not found").count() == 0, f"{where} shows a 'Page not found' dialog"
+
+
+def _screenshot(page, path: Path) -> Path:
+    page.wait_for_timeout(500)  # charts animate in
+    page.screenshot(path=path, full_page=True)
+    print(f"screenshot: {path}")
+    if os.environ.get("TLCORE_SCREENSHOTS"):
+        folder = Path(os.environ["TLCORE_SCREENSHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"screenshot: {shutil.copy(path, folder / path.name)}")
+    return path
+
+
+def _open_page(page, title: str) -> None:
+    """Follow the sidebar's link to a page and wait for its title."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    _wait_idle(page)
+
+
+# ---- the test ----------------------------------------------------------------------------------
+
+
+def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, cat_jpeg: Path,
+                                           tmp_path: Path) -> None:
+    page = browser_page
+    try:
+        # Home, then Train through the sidebar, as a person would.
+        page.goto(app_server.url)
+        page.get_by_role("heading", name="Transfer learning on images").wait_for()
+        _open_page(page, "Train")
+        page.get_by_role("heading", name="Train").wait_for()
+
+        # efficientnet_lite0 + feature_extraction on digits are the defaults; make the run tiny.
+        expect(_combobox(page, "backbone")).to_have_value(re.compile(r"^efficientnet_lite0 "))
+        expect(_combobox(page, "dataset")).to_have_value("digits")
+        expect(_combobox(page, "strategy")).to_have_value("feature_extraction")
+        _select(page, "image_size", "64 px")
+        _type_number(page, "epochs", 2)
+        _type_number(page, "subset", 5)
+        expect(_combobox(page, "image_size")).to_have_value("64 px")
+        expect(_widget(page, "epochs").locator("input")).to_have_value("2")
+        expect(_widget(page, "subset").locator("input")).to_have_value("5")
+        _assert_clean(page, "Train")
+        _widget(page, "start").get_by_role("button", name="Start training").click()
+        expect(page.get_by_test_id("stAlert").filter(has_text="Queued run")).to_be_visible()
+
+        # The run's card turns "finished", with its curves and a line of results (the panel polls).
+        page.get_by_text("finished", exact=True).wait_for(timeout=TRAIN_TIMEOUT_MS)
+        _plotly_charts(page).first.wait_for()
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="best val acc")).to_contain_text("epoch 2/2")
+        _wait_idle(page)
+        _assert_clean(page, "Train")
+        _screenshot(page, tmp_path / "train.png")
+
+        # Compare (the Train page's link): the finished run is picked, with two charts and two tables.
+        page.get_by_role("link", name="Compare all runs").click()
+        page.get_by_role("heading", name="Compare runs").wait_for()
+        expect(_widget(page, "runs").get_by_test_id("stMultiSelectTagsContainer").first).to_contain_text(
+            "efficientnet_lite0 + feature_extraction")
+        _plotly_charts(page, _widget(page, "acc_chart")).wait_for()
+        _plotly_charts(page, _widget(page, "loss_chart")).wait_for()
+        for table in ("summary_table", "epoch_table"):
+            _widget(page, table).get_by_test_id("stDataFrame").wait_for()
+        _wait_idle(page)
+        _assert_clean(page, "Compare")
+        _screenshot(page, tmp_path / "compare.png")
+
+        # Predict: the cat's top-k from the run and, beside it, from efficientnet_lite0's ImageNet head.
+        _open_page(page, "Predict")
+        page.get_by_role("heading", name="Predict").wait_for()
+        _widget(page, "model_kind").get_by_text("a finished run").click()
+        expect(_combobox(page, "run")).to_have_value(re.compile(r"^efficientnet_lite0 \+ feature_extraction on digits"))
+        _wait_idle(page)
+        _widget(page, "images").locator('input[type="file"]').set_input_files(cat_jpeg)
+        _plotly_charts(page, _widget(page, "top_0")).wait_for()
+        imagenet = _plotly_charts(page, _widget(page, "base_0"))
+        imagenet.wait_for()
+        expect(page.get_by_test_id("stImage").first).to_contain_text("chelsea.jpg")  # the caption
+        _wait_idle(page)
+        labels = imagenet.locator(".ytick").all_text_contents()  # SVG text has no innerText
+        assert any(cat in label for label in labels for cat in CATS), f"no cat in the ImageNet top-k: {labels}"
+        _assert_clean(page, "Predict")
+        _screenshot(page, tmp_path / "predict.png")
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        (tmp_path / "failure.html").write_text(page.content())
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+        raise
