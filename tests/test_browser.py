@@ -122,7 +122,7 @@ def browser_page(tmp_path: Path):
         try:
             # Tall enough that each page fits without scrolling: Streamlit scrolls its main
             # block, not the document, so a "full page" screenshot is only the viewport.
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.set_default_timeout(TIMEOUT_MS)
             yield page
         finally:
@@ -240,8 +240,10 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
             "efficientnet_lite0 + feature_extraction")
         _plotly_charts(page, _widget(page, "acc_chart")).wait_for()
         _plotly_charts(page, _widget(page, "loss_chart")).wait_for()
-        for table in ("summary_table", "epoch_table"):
-            _widget(page, table).get_by_test_id("stDataFrame").wait_for()
+        tables = page.get_by_test_id("stDataFrame")  # summary, epoch by run: canvases with an ARIA grid
+        expect(tables).to_have_count(2)
+        expect(tables.nth(0).locator('[role="row"]').nth(1)).to_contain_text("finished")  # hidden from a11y roles
+        expect(tables.nth(1).locator('[role="row"]')).to_have_count(3)  # header + 2 epochs
         _wait_idle(page)
         _assert_clean(page, "Compare")
         _screenshot(page, tmp_path / "compare.png")
