@@ -39,8 +39,11 @@ tab or a restart of the app finds them again.
 """)
 
 
-TRAIN = st.Page("pages/1_Train.py", title="Train", icon=":material/model_training:", url_path="train")
-COMPARE = st.Page("pages/2_Compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare")
-PREDICT = st.Page("pages/3_Predict.py", title="Predict", icon=":material/image_search:", url_path="predict")
+TRAIN = st.Page("pages/1_Train.py", title="Train", icon=":material/model_training:")
+COMPARE = st.Page("pages/2_Compare.py", title="Compare", icon=":material/stacked_line_chart:")
+PREDICT = st.Page("pages/3_Predict.py", title="Predict", icon=":material/image_search:")
 st.set_page_config(page_title="tlcore · transfer learning", page_icon=":material/school:", layout="wide")
+# URL paths are left to Streamlit (/Train, /Compare, /Predict, from the file names): a fresh
+# server's first request resolves pages/ by those names before this script has run, so a
+# custom path there showed a "Page not found" dialog on a direct link.
 st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT]).run()

@@ -205,7 +205,12 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
                                            tmp_path: Path) -> None:
     page = browser_page
     try:
-        # Home, then Train through the sidebar, as a person would.
+        # A direct link to Train as the server's very first request (a custom URL path once
+        # showed a "Page not found" dialog there), then Home and back through the sidebar.
+        page.goto(f"{app_server.url}/Train")
+        page.get_by_role("heading", name="Train").wait_for()
+        _wait_idle(page)
+        _assert_clean(page, "Train (direct link)")
         page.goto(app_server.url)
         page.get_by_role("heading", name="Transfer learning on images").wait_for()
         _open_page(page, "Train")
