@@ -203,11 +203,12 @@ def engine_version() -> str:
 
 
 def tutorial_loop(model: nn.Module, loaders: dict[str, DataLoader], epochs: int, lr: float,
-                  device: torch.device) -> float:
+                  device: torch.device, frozen_bn_eval: bool = False) -> float:
     """`train_model` of the PyTorch transfer-learning tutorial; returns the best val accuracy.
 
     The optimizer covers the parameters that require grad (the head for feature extraction),
-    Adam at `lr` as in tlcore's rows, with no LR schedule.
+    Adam at `lr` as in tlcore's rows, with no LR schedule. `frozen_bn_eval` keeps frozen
+    BatchNorms in eval mode while training (as tlcore does); the tutorial does not.
     """
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -215,6 +216,10 @@ def tutorial_loop(model: nn.Module, loaders: dict[str, DataLoader], epochs: int,
     for _epoch in range(epochs):
         for phase in ("train", "val"):
             model.train(phase == "train")  # as the tutorial: frozen BatchNorms in train mode too
+            if frozen_bn_eval:
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.weight.requires_grad:
+                        m.eval()
             running_loss, running_corrects = 0.0, 0
             for inputs, labels in loaders[phase]:
                 inputs, labels = inputs.to(device), labels.to(device)
@@ -352,10 +357,11 @@ def _row_baseline(setup: Setup, key: int, frozen: bool, epochs: int, log) -> Row
     model = baseline_model(setup.backbone, len(setup.sets["train"].classes), frozen, setup.device)
     loaders = loaders_for(setup.sets, a.batch_size_baseline, a.workers)
     with Meter() as m:
-        acc = tutorial_loop(model, loaders, epochs, a.lr, setup.device)
+        acc = tutorial_loop(model, loaders, epochs, a.lr, setup.device, frozen and a.baseline_bn == "eval")
     n = len(setup.sets["train"]) + len(setup.sets["val"])
     row = Row(key, images=n * epochs, best_val_acc=acc, epochs=epochs).measured(m)
-    row.notes.append(f"{'head only' if frozen else 'all layers'}; full forward every epoch; "
+    bn = f"; frozen BatchNorms in {a.baseline_bn} mode while training" if frozen else ""
+    row.notes.append(f"{'head only' if frozen else 'all layers'}; full forward every epoch{bn}; "
                      f"DataLoader workers={a.workers}")
     return row
 
@@ -422,7 +428,8 @@ def _row_peak_rss(setup: Setup, log) -> Row:
     if code != 0:
         raise RuntimeError(f"the finetune child failed ({code}):\n{(setup.work / 'rss.log').read_text()[-2000:]}")
     row = Row(8, value=f"{rss / GB:.2f} GB", rss=rss)
-    row.notes.append(f"`python -m tlcore train --strategy finetune --epochs 1 --batch-size {a.batch_size_memory}`; "
+    default = " (tlcore's default)" if a.batch_size_memory == TrainConfig().batch_size else ""
+    row.notes.append(f"`python -m tlcore train --strategy finetune --epochs 1 --batch-size {a.batch_size_memory}`{default}; "
                      f"the child ran {seconds:.0f} s (not compared)")
     return row
 
@@ -666,10 +673,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size-baseline", type=int, default=4)
     p.add_argument("--batch-size-fe", type=int, default=4, help="tlcore feature_extraction batch (head training)")
     p.add_argument("--batch-size-floor", type=int, default=16, help="16: fastest per image on CPU (see README)")
-    p.add_argument("--batch-size-memory", type=int, default=32)
+    p.add_argument("--batch-size-memory", type=int, default=TrainConfig().batch_size,
+                   help="row 8's batch size (default: tlcore's own default)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=0, help="baseline DataLoader workers (0 measured fastest here)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--baseline-bn", default="train", choices=("train", "eval"),
+                   help="row 1's frozen BatchNorms while training: train (the tutorial's model.train()) or eval "
+                        "(truly frozen, as tlcore)")
     p.add_argument("--allocator", default="tuned", choices=("tuned", "default"),
                    help="tuned: every row runs with tlcore's allocator setting (default); default: baseline rows "
                         "first, with glibc's defaults")

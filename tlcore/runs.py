@@ -32,6 +32,10 @@ class RunNotFound(LookupError):
     """No run with that id in the runs folder."""
 
 
+class RunDamaged(ValueError):
+    """A run's saved files cannot be read as what they should be."""
+
+
 def validate_run_id(run_id: str) -> str:
     """Return `run_id` if it is a safe folder name, else raise ValueError (never a path)."""
     if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id) or ".." in run_id:
@@ -157,7 +161,7 @@ class RunStore:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise RunNotFound(f"run {run_id}'s weights file is damaged or not safetensors ({exc}): "
+            raise RunDamaged(f"run {run_id}'s weights file is damaged or not safetensors ({exc}): "
                               "train the run again") from None
 
     def exists(self, run_id: str) -> bool:
