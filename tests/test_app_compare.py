@@ -100,3 +100,28 @@ def test_choosing_no_run_asks_for_one(runs: list[str]) -> None:
     at = compare_page()
     at.multiselect(key="runs").set_value([]).run()
     assert not at.exception and "Pick one or more runs" in at.info[0].value
+
+
+def test_cancelled_and_interrupted_runs_show_their_epochs_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 made_runs: tuple[Path, list[str]]) -> None:
+    """A run cancelled mid-way and one whose server died both keep their epochs on Compare."""
+    import shutil
+
+    from tlcore.runs import read_json, write_json
+
+    runs_dir = tmp_path / "runs"
+    finished = made_runs[1][0]
+    for new_id, state in (("20260101-000000-cancelled-run", "cancelled"), ("20260101-000001-dead-run", "running")):
+        shutil.copytree(made_runs[0] / finished, runs_dir / new_id)
+        status = read_json(runs_dir / new_id / "status.json")
+        # "running" with an owner process that no longer exists: what a killed server leaves.
+        status.update(status=state, pid=2**22 + 12345, token="gone")
+        write_json(runs_dir / new_id / "status.json", status)
+        write_json(runs_dir / new_id / "metrics.json", read_json(runs_dir / new_id / "metrics.json")[:1])
+    monkeypatch.setenv("TLCORE_RUNS", str(runs_dir))
+    at = compare_page()
+    at.multiselect(key="runs").set_value(["20260101-000000-cancelled-run", "20260101-000001-dead-run"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary, epochs = at.dataframe
+    assert sorted(summary.value["status"]) == ["cancelled", "interrupted"]
+    assert list(epochs.value.index) == [1]  # the epoch each finished before it stopped
