@@ -6,6 +6,7 @@ on a shared CI machine a timing assertion would only measure the neighbours.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_quick_benchmark_prints_every_row_and_the_targets(tmp_path):
     out = tmp_path / "results.md"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "tlcore.bench", "--quick", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=170)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = proc.stdout
     for key, name in bench.ROWS.items():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcore.config import TrainConfig
+from tlcore.device import configure_threads, tune_allocator
 from tlcore.events import RunRecorder
 from tlcore.runs import RunRecord, RunStore
 from tlcore.train import Cancelled, TrainingError, train
@@ -35,6 +36,10 @@ class JobManager:
     """Starts, cancels and reports runs; one instance per runs folder per process."""
 
     def __init__(self, runs_dir: str | Path, max_workers: int = 1):
+        # Before any worker thread exists: the allocator settings must cover the threads'
+        # memory too (see tune_allocator).
+        tune_allocator()
+        configure_threads()
         self.store = RunStore(runs_dir)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()

@@ -21,7 +21,7 @@ from tlcore import backbones, features
 from tlcore.batches import BatchMaker, index_batches
 from tlcore.config import TrainConfig
 from tlcore.data import DataSource, resolve_data
-from tlcore.device import amp_dtype, autocast, memory_format, pick_device, tune_allocator
+from tlcore.device import amp_dtype, autocast, configure_threads, memory_format, pick_device, tune_allocator
 from tlcore.events import Emit
 from tlcore.strategies import apply_train_mode, make_strategy
 
@@ -224,6 +224,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     """
     cfg.validate()
     tune_allocator()
+    configure_threads()
     stop = stop or threading.Event()
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
