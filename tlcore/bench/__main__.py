@@ -1,0 +1,5 @@
+import sys
+
+from tlcore.bench.cli import main
+
+sys.exit(main())
