@@ -73,7 +73,7 @@ def runs_panel(watching: bool) -> None:
     if not shown:
         st.info("No runs yet: pick your settings above and press **Start training**.")
     for record in shown:
-        snap = jobs.snapshot(record.run_id) if record.run_id in active else ui.snapshot_of(record)
+        snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
         with st.container(border=True):
             st.markdown(f"**{ui.run_title(snap)}** {ui.state_badge(snap['status'])}")
             if snap["status"] in ("queued", "running"):

@@ -144,7 +144,7 @@ def test_progress_over_batches_and_epochs() -> None:
 
 
 def test_run_lines() -> None:
-    snap = ui.snapshot_of(FE)
+    snap = FE.snapshot()
     assert ui.epoch_line(snap).startswith("epoch 3/5: train loss 1.3000, acc 65.0% · val loss 0.8000, acc 70.0%")
     assert ui.result_line(snap).startswith("best val acc 80.0% at epoch 2 · 3 epochs in 12.5 s")
     assert ui.run_title(FE) == "efficientnet_lite0 + feature_extraction on digits · 2025-01-01 12:00:00"

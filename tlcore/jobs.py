@@ -101,8 +101,7 @@ class JobManager:
             job = self._jobs.get(run_id)
         if job is not None:
             return {"run_id": run_id, "config": job.config.to_dict(), **job.recorder.snapshot()}
-        record = self.store.load(run_id)
-        return {"run_id": run_id, "config": record.config, **record.status, "metrics": record.metrics}
+        return self.store.load(run_id).snapshot()
 
     def list_runs(self) -> list[RunRecord]:
         """Every run in the folder (from all sessions and processes), newest first."""

@@ -111,6 +111,10 @@ class RunRecord:
     def state(self) -> str:
         return self.status.get("status", "unknown")
 
+    def snapshot(self) -> dict:
+        """The run as one dict, in the shape of `JobManager.snapshot` for a live run."""
+        return {"run_id": self.run_id, "config": self.config, **self.status, "metrics": self.metrics}
+
     @property
     def label(self) -> str:
         """Short display name: backbone + strategy (+ time)."""

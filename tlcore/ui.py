@@ -97,11 +97,6 @@ def make_config(**values) -> TrainConfig:
 # ---- runs on the Train page ---------------------------------------------------------------
 
 
-def snapshot_of(record: RunRecord) -> dict:
-    """A record from disk in the shape of `JobManager.snapshot`."""
-    return {"run_id": record.run_id, "config": record.config, **record.status, "metrics": record.metrics}
-
-
 def live_ids(records: Sequence[RunRecord]) -> list[str]:
     """Ids of runs queued or running (in this process or another live one)."""
     return [r.run_id for r in records if r.state in ACTIVE]
