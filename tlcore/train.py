@@ -167,12 +167,12 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
             logits = forward(inputs[idx], False).float()
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
-        if logits.shape[1] > 5:
+        top5 = logits.shape[1] > 5
+        if top5:
             correct5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
         seen += len(idx)
         run.emit("batch", {"phase": "val", "epoch": epoch + 1, "epochs": run.cfg.epochs,
                            "batch": b + 1, "batches": len(batches)})
-        top5 = logits.shape[1] > 5
     out = {"val_loss": total_loss / seen, "val_acc": correct / seen}
     if top5:
         out["val_top5"] = correct5 / seen
