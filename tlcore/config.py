@@ -42,6 +42,11 @@ class TrainConfig:
     lr_factor: float = 0.5  # discriminative/gradual: LR ratio between neighbouring groups
     head_epochs: int = 1  # gradual: head-only epochs
     feature_cache: bool = True  # reuse backbone features when the backbone is frozen
+    # Seeds the train/val split and the subset; None: `seed`. An experiment fixes it so all its
+    # runs see the same validation images while `seed` varies init, shuffling and augmentation.
+    data_seed: int | None = None
+    experiment_id: str | None = None  # the experiment this run belongs to (experiments.py)
+    cell: dict | None = None  # its cell of the experiment's grid: backbone, strategy, lr, seed
 
     def validate(self) -> TrainConfig:
         """Raise ValueError with one line naming the bad value and the valid ones."""

@@ -49,6 +49,9 @@ class Split:
 
     images: torch.Tensor
     labels: torch.Tensor
+    # Positions in the split's item list of the rows kept (None: all, in order); unreadable
+    # files are dropped, and per-image results must still name the right file.
+    index: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -137,7 +140,7 @@ def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split
     if len(keep) == len(items):
         return Split(out, torch.tensor(labels, dtype=torch.long))
     idx = torch.tensor(keep, dtype=torch.long)
-    return Split(out[idx], torch.tensor(labels, dtype=torch.long)[idx])
+    return Split(out[idx], torch.tensor(labels, dtype=torch.long)[idx], keep)
 
 
 def _resize_arrays(items, labels, resize, budget, key) -> Split:

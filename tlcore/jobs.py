@@ -43,7 +43,7 @@ class JobManager:
         self.store = RunStore(runs_dir)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Job] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._workers = [
             threading.Thread(target=self._work, name=f"tlcore-worker-{i}", daemon=True) for i in range(max_workers)
         ]
@@ -107,11 +107,29 @@ class JobManager:
         """Every run in the folder (from all sessions and processes), newest first."""
         return self.store.list()
 
+    def close(self, timeout: float | None = 30) -> bool:
+        """Cancel this manager's runs and end its worker threads; True if they all ended in time.
+
+        A closed manager is forgotten by `get_manager`, so the next call for its folder makes a new one.
+        """
+        with _MANAGERS_LOCK:
+            for key in [k for k, m in _MANAGERS.items() if m is self]:
+                del _MANAGERS[key]
+        for run_id in self.active():
+            self.cancel(run_id)
+        for _ in self._workers:
+            self._queue.put(None)  # one stop sentinel per worker, behind the queued (cancelled) runs
+        for w in self._workers:
+            w.join(timeout)
+        return not any(w.is_alive() for w in self._workers)
+
     # ---- the worker ----
 
     def _work(self) -> None:
         while True:
             job = self._queue.get()
+            if job is None:  # close()
+                return
             try:
                 self._run(job)
             finally:
@@ -126,7 +144,7 @@ class JobManager:
         try:
             result = train(job.config, emit, job.stop)
         except Cancelled as c:
-            self._save(job, c.result.best_state)
+            self._save(job, c.result)
             emit("cancelled", {**c.result.summary, "message": "cancelled by the user"})
         except EXPECTED_ERRORS as exc:
             emit("failed", {"message": str(exc)})
@@ -134,12 +152,15 @@ class JobManager:
             emit("log", {"message": traceback.format_exc(limit=8)})
             emit("failed", {"message": f"{type(exc).__name__}: {exc}"})
         else:
-            self._save(job, result.best_state)
+            self._save(job, result)
             emit("finished", result.summary)
 
-    def _save(self, job: Job, state) -> None:
-        if state is not None:
-            self.store.save_weights(job.run_id, state)
+    def _save(self, job: Job, result) -> None:
+        """The best epoch's weights and per-image validation results, when there is one."""
+        if result.best_state is not None:
+            self.store.save_weights(job.run_id, result.best_state)
+        if result.val_results is not None:
+            self.store.save_val_results(job.run_id, result.val_results)
 
     def _on_event(self, job: Job):
         def listener(kind: str, data: dict) -> None:

@@ -2,7 +2,7 @@
 
 A run folder holds `config.json`, `status.json` (state, owner process, summary, log),
 `metrics.json` (one row per finished epoch), `classes.json` and, once trained,
-`model.safetensors`. A run recorded as running whose owner process is gone reads back as
+`model.safetensors` and `val_results.json` (per-image validation results of the best epoch). A run recorded as running whose owner process is gone reads back as
 `interrupted`, with the epochs it had finished.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -25,6 +26,11 @@ from safetensors.torch import load_file, save_file
 PROCESS_TOKEN = uuid.uuid4().hex
 ACTIVE = ("queued", "running")
 FINAL = ("finished", "failed", "cancelled", "interrupted")
+# The best epoch's per-image validation results, as JSON: {"format": 1, "epoch": best epoch
+# (1-based), "classes": [names], "items": [file path (folders, zips) or int row of the
+# validation split (built-in arrays)], "labels": [true label], "probs": [[probability per
+# class], 6 decimals]}; the three lists share one order, and skipped files are in none.
+VAL_RESULTS = "val_results.json"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -34,6 +40,10 @@ class RunNotFound(LookupError):
 
 class RunDamaged(ValueError):
     """A run's saved files cannot be read as what they should be."""
+
+
+class AmbiguousRun(LookupError):
+    """A run-id prefix matches several runs; the message lists them."""
 
 
 def validate_run_id(run_id: str) -> str:
@@ -63,6 +73,20 @@ def read_json(path: Path, default=None):
             return json.load(f)
     except FileNotFoundError:
         return default
+
+
+NAME_FILE = "name.json"  # {"name": "..."}: the user's own name for a run
+MAX_NAME = 80
+
+
+def read_name(folder: Path) -> str:
+    """The user's name for the run in `folder`, or "" (none given, or an unreadable file)."""
+    try:
+        data = read_json(folder / NAME_FILE, {})
+    except (ValueError, OSError):
+        return ""
+    name = data.get("name") if isinstance(data, dict) else None
+    return name.strip()[:MAX_NAME] if isinstance(name, str) else ""
 
 
 def _process_start(pid: int) -> str | None:
@@ -106,6 +130,7 @@ class RunRecord:
     status: dict
     metrics: list[dict] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    name: str = ""  # the user's own name for the run ("" when none was given)
 
     @property
     def state(self) -> str:
@@ -113,12 +138,8 @@ class RunRecord:
 
     def snapshot(self) -> dict:
         """The run as one dict, in the shape of `JobManager.snapshot` for a live run."""
-        return {"run_id": self.run_id, "config": self.config, **self.status, "metrics": self.metrics}
-
-    @property
-    def label(self) -> str:
-        """Short display name: backbone + strategy (+ time)."""
-        return f"{self.config.get('backbone')} + {self.config.get('strategy')} ({self.run_id[:15]})"
+        return {"run_id": self.run_id, "config": self.config, **self.status, "metrics": self.metrics,
+                "name": self.name}
 
 
 class RunStore:
@@ -168,6 +189,14 @@ class RunStore:
             raise RunDamaged(f"run {run_id}'s weights file is damaged or not safetensors ({exc}): "
                               "train the run again") from None
 
+    def save_val_results(self, run_id: str, results: dict) -> None:
+        """Write the best epoch's per-image validation results (see VAL_RESULTS) atomically."""
+        write_json(self.path(run_id) / VAL_RESULTS, results)
+
+    def load_val_results(self, run_id: str) -> dict | None:
+        """The run's per-image validation results, or None (runs made before they were saved)."""
+        return read_json(self.path(run_id) / VAL_RESULTS)
+
     def exists(self, run_id: str) -> bool:
         return (self.path(run_id) / "config.json").is_file()
 
@@ -182,7 +211,7 @@ class RunStore:
             status = {**status, "status": "interrupted",
                       "message": "the process running it stopped (server restarted or killed)"}
         return RunRecord(run_id, config, status, read_json(folder / "metrics.json", []) or [],
-                         read_json(folder / "classes.json", []) or [])
+                         read_json(folder / "classes.json", []) or [], read_name(folder))
 
     def list(self) -> list[RunRecord]:
         """Every readable run, newest first."""
@@ -196,3 +225,45 @@ class RunStore:
                 except (ValueError, OSError):
                     continue  # a foreign or damaged folder is not a run; it never hides the others
         return sorted(records, key=lambda r: r.status.get("created", 0), reverse=True)
+
+    # ---- what the user does to finished runs: name, delete, find by prefix ----
+
+    def set_name(self, run_id: str, name: str) -> str:
+        """Give a run the user's own name (one line, at most MAX_NAME characters); "" removes it."""
+        if not self.exists(run_id):
+            raise RunNotFound(f"no run {run_id!r} in {self.root}")
+        clean = " ".join(str(name).split())[:MAX_NAME]
+        write_json(self.path(run_id) / NAME_FILE, {"name": clean})
+        return clean
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run's folder and everything in it; an active run must be cancelled first."""
+        record = self.load(run_id)
+        if record.state in ACTIVE:
+            raise ValueError(f"run {run_id} is {record.state}: cancel it first, then delete it")
+        folder = self.path(run_id)
+        # Rename first: the run vanishes from listings at once even if removing its files is slow.
+        trash = folder.with_name(f".deleted-{run_id}-{uuid.uuid4().hex[:6]}")
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def find(self, prefix: str) -> str:
+        """The one run id that is `prefix` or starts with it.
+
+        Raises:
+            RunNotFound: no run matches.
+            AmbiguousRun: several do; the message lists them (up to 10).
+        """
+        prefix = str(prefix).strip()
+        if prefix and RUN_ID_RE.match(prefix) and self.exists(prefix):
+            return prefix
+        ids = []
+        if prefix and self.root.is_dir():
+            ids = sorted(f.name for f in self.root.iterdir() if f.name.startswith(prefix)
+                         and RUN_ID_RE.match(f.name) and (f / "config.json").is_file())
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise RunNotFound(f"no run id starts with {prefix!r} in {self.root}: `python -m tlcore runs` lists them")
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        raise AmbiguousRun(f"{prefix!r} matches {len(ids)} runs: {shown}: give more of the id")

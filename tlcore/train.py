@@ -11,18 +11,20 @@ import copy
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tlcore import backbones, features
-from tlcore.batches import BatchMaker, index_batches
+from tlcore.batches import BatchMaker, index_batches, training_batches
 from tlcore.config import TrainConfig
 from tlcore.data import DataSource, resolve_data
 from tlcore.device import amp_dtype, autocast, configure_threads, memory_format, pick_device, tune_allocator
 from tlcore.events import Emit
+from tlcore.rng import bind_generator, device_generator
 from tlcore.strategies import apply_train_mode, make_strategy
 
 # A training step holds roughly this many times its input batch in activations and gradients;
@@ -49,6 +51,8 @@ class Cancelled(Exception):
 class TrainResult:
     summary: dict
     best_state: dict[str, torch.Tensor] | None
+    # The best epoch's per-image validation results (the val_results.json contract, runs.py).
+    val_results: dict | None = None
 
 
 @dataclass
@@ -61,6 +65,7 @@ class _Run:
     emit: Emit
     stop: threading.Event
     generator: torch.Generator
+    guard: DivergenceGuard = field(default_factory=lambda: DivergenceGuard())
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -106,9 +111,15 @@ def _optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def step_milestones(epochs: int) -> list[int]:
+    """Epochs (0-based) at whose start the `step` schedule divides the rate by 10: one third
+    and two thirds into the run (5 epochs: 1e-3, 1e-3, 1e-4, 1e-5, 1e-5)."""
+    return sorted({max(1, round(epochs * k / 3)) for k in (1, 2)} - {epochs})
+
+
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer):
     if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=step_milestones(cfg.epochs), gamma=0.1)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return None
@@ -117,26 +128,50 @@ def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer):
 # ---- one epoch ----------------------------------------------------------------------------
 
 
-def _check_loss(loss: torch.Tensor, epoch: int, batch: int, lr: float) -> None:
-    if not torch.isfinite(loss):
-        kind = "NaN" if torch.isnan(loss) else "infinite"
-        raise TrainingError(
-            f"loss became {kind} at epoch {epoch + 1}, batch {batch + 1}: the run diverged; "
-            f"lower the learning rate (it was {lr:g})"
-        )
+@dataclass
+class DivergenceGuard:
+    """Fails a run whose loss is non-finite or has run far above where the run started.
+
+    A diverged run otherwise ends "finished" at chance accuracy with losses in the millions,
+    in silence. The reference is the mean loss of the first `warmup` batches (at least 1.0,
+    so a run that starts near zero loss is not failed for a wobble); the check is on a
+    smoothed loss, so one bad batch that the run recovers from does not fail it.
+    """
+
+    factor: float = 20.0
+    warmup: int = 5
+    first: list[float] = field(default_factory=list)
+    smoothed: float | None = None
+
+    def check(self, loss: float, epoch: int, batch: int, lr: float) -> None:
+        where = f"epoch {epoch + 1}, batch {batch + 1}"
+        if not math.isfinite(loss):
+            kind = "NaN" if math.isnan(loss) else "infinite"
+            raise TrainingError(f"the loss diverged (became {kind}) at {where}: lower the learning rate (it was {lr:g})")
+        self.smoothed = loss if self.smoothed is None else 0.7 * self.smoothed + 0.3 * loss
+        if len(self.first) < self.warmup:
+            self.first.append(loss)
+            return
+        reference = max(sum(self.first) / len(self.first), 1.0)
+        if self.smoothed > self.factor * reference:
+            raise TrainingError(
+                f"the loss diverged at {where} (loss {self.smoothed:.3g}, more than {self.factor:g}x the first "
+                f"batches' {reference:.3g}): lower the learning rate (it was {lr:g})"
+            )
 
 
 def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int) -> dict:
     """One pass over the training split; `forward(batch_inputs, augment)` gives logits."""
     total_loss, correct, seen = 0.0, 0, 0
-    batches = list(index_batches(len(labels), run.cfg.batch_size, shuffle=True, generator=run.generator))
+    # Never a batch of one: BatchNorm cannot train on it (training_batches merges it).
+    batches = list(training_batches(len(labels), run.cfg.batch_size, run.generator))
     for b, idx in enumerate(batches):
         run.check_stop()
         y = labels[idx].to(run.device, non_blocking=True)
         with autocast(run.device):
             logits = forward(inputs[idx], True)
             loss = F.cross_entropy(logits.float(), y)
-        _check_loss(loss, epoch, b, opt.param_groups[-1]["lr"])
+        run.guard.check(loss.item(), epoch, b, opt.param_groups[-1]["lr"])
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -154,8 +189,11 @@ def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int)
 
 
 @torch.inference_mode()
-def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
-    """Loss, accuracy and (with more than 5 classes) top-5 accuracy on the validation split."""
+def evaluate(run: _Run, forward, inputs, labels, epoch: int, probs: list | None = None) -> dict:
+    """Loss, accuracy and (with more than 5 classes) top-5 accuracy on the validation split.
+
+    With `probs`, each batch's softmax probabilities (CPU, float32) are appended to it.
+    """
     total_loss, correct, correct5, seen = 0.0, 0, 0, 0
     # Validation batches match training's: on CPU, larger batches are slower per image
     # (Lite0, 1 thread: 19 ms/image at 4-16, 24 ms at 32) and would raise peak memory.
@@ -165,6 +203,8 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
         y = labels[idx].to(run.device, non_blocking=True)
         with autocast(run.device):
             logits = forward(inputs[idx], False).float()
+        if probs is not None:
+            probs.append(logits.softmax(1).cpu())
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         top5 = logits.shape[1] > 5
@@ -184,12 +224,14 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int) -> dict:
 
 def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make_batch: BatchMaker):
     """Cached head inputs for both splits: from disk, or computed once and stored."""
-    key = features.feature_key(run.spec, source.fingerprint, resize, crop)
+    precision = f"{run.device.type}-{amp_dtype(run.device) or 'float32'}".replace("torch.", "")
+    key = features.feature_key(run.spec, source.fingerprint, resize, crop,
+                               features.backbone_digest(model, run.spec), precision)
     hit = features.load_cached(key)
     if hit is not None:
         tensors, meta = hit
         run.emit("log", {"message": "feature cache hit: the backbone is skipped entirely"})
-        return tensors, meta["skipped"]
+        return tensors, meta["skipped"], meta.get("val_index")
     run.emit("log", {"message": "backbone frozen and no augmentation: computing features once and caching them"})
     data = _decode(run, source, resize)
     out = {}
@@ -201,8 +243,8 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
         out[f"{split}_x"] = features.extract_features(model, run.spec, getattr(data, split).images, make_batch,
                                                       FEATURE_BATCH, progress)
         out[f"{split}_y"] = getattr(data, split).labels
-    features.save_cached(key, out, {"skipped": data.skipped})
-    return out, data.skipped
+    features.save_cached(key, out, {"skipped": data.skipped, "val_index": data.val.index})
+    return out, data.skipped, data.val.index
 
 
 def _decode(run: _Run, source: DataSource, resize: int):
@@ -227,14 +269,14 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     configure_threads()
     stop = stop or threading.Event()
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     spec = backbones.get_backbone(cfg.backbone)
     run = _Run(cfg, spec, device, emit, stop, torch.Generator().manual_seed(cfg.seed))
     resize, crop = spec.preprocessing(cfg.image_size)
     _check_fits(cfg, crop, device)
 
-    source = resolve_data(cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, seed=cfg.seed)
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    source = resolve_data(cfg.data, val_fraction=cfg.val_fraction, subset=cfg.subset, seed=data_seed)
     for note in source.notes:
         emit("log", {"message": note})
     strategy = make_strategy(cfg.strategy, unfreeze_groups=cfg.unfreeze_groups, lr_factor=cfg.lr_factor,
@@ -242,8 +284,11 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     pretrained = strategy.pretrained and spec.weights is not None
     if strategy.pretrained and spec.weights is None:
         emit("log", {"message": f"{spec.name} has no pretrained weights: it starts from random weights"})
+    # The run's randomness is its own (rng.py): a seeded build, and dropout masks drawn from
+    # a generator of the run, whatever other threads of the process draw meanwhile.
     model = backbones.build_model(cfg.backbone, len(source.class_names), pretrained=pretrained,
-                                  head=cfg.head, hidden=cfg.hidden)
+                                  head=cfg.head, hidden=cfg.hidden, seed=cfg.seed)
+    bind_generator(model, device_generator(device, cfg.seed))
     groups = backbones.param_groups(model, cfg.backbone)
     opt = _optimizer(cfg, strategy.optimizer_groups(groups, cfg.lr))
     sched = _scheduler(cfg, opt)
@@ -263,7 +308,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     head = backbones.get_module(model, spec.head)
     try:
         if use_cache:
-            tensors, skipped = _features(run, model, source, resize, crop, make_batch)
+            tensors, skipped, val_index = _features(run, model, source, resize, crop, make_batch)
             train_x, train_y, val_x, val_y = (tensors[k] for k in ("train_x", "train_y", "val_x", "val_y"))
             train_x, val_x = train_x.to(device), val_x.to(device)
 
@@ -271,7 +316,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
                 return head(x).flatten(1)
         else:
             data = _decode(run, source, resize)
-            skipped = data.skipped
+            skipped, val_index = data.skipped, data.val.index
             train_x, train_y, val_x, val_y = data.train.images, data.train.labels, data.val.images, data.val.labels
             if device.type == "cuda" and train_x.numel() < 2**31:
                 # Pinned memory lets the host-to-GPU copy overlap compute (non_blocking).
@@ -285,7 +330,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
 
     scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None
     history: list[dict] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    best_acc, best_epoch, best_state, best_probs = -1.0, 0, None, None
 
     def summary() -> dict:
         return {
@@ -295,6 +340,11 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             "total_params": backbones.count_params(model), "skipped": len(skipped),
             "skipped_files": skipped[:20],
         }
+
+    def val_results() -> dict | None:
+        if best_probs is None:
+            return None
+        return _val_results(source, val_index, skipped, val_y, best_probs, best_epoch)
 
     try:
         for epoch in range(cfg.epochs):
@@ -307,18 +357,21 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
                 head.train()
             row = train_one_epoch(run, forward, train_x, train_y, opt, scaler, epoch)
             model.eval()
-            row |= evaluate(run, forward, val_x, val_y, epoch)
+            probs: list[torch.Tensor] = []
+            row |= evaluate(run, forward, val_x, val_y, epoch, probs)
             row |= {"epoch": epoch + 1, "lr": opt.param_groups[-1]["lr"],
                     "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
             if row["val_acc"] > best_acc:
                 best_acc, best_epoch = row["val_acc"], epoch + 1
                 best_state = copy.deepcopy((head if use_cache else model).state_dict())
+                best_probs = torch.cat(probs)
             emit("epoch", row)
             if sched is not None:
                 sched.step()
     except _StopNow:
-        raise Cancelled(TrainResult(summary(), _full_state(model, head, best_state, use_cache))) from None
+        raise Cancelled(TrainResult(summary(), _full_state(model, head, best_state, use_cache),
+                                    val_results())) from None
     except torch.OutOfMemoryError:
         raise TrainingError(f"out of GPU memory at batch size {cfg.batch_size}, {crop} px: "
                             "use a smaller batch size or image size") from None
@@ -327,10 +380,34 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             raise TrainingError(f"out of memory at batch size {cfg.batch_size}, {crop} px: "
                                 "use a smaller batch size or image size") from None
         raise
-    result = TrainResult(summary(), _full_state(model, head, best_state, use_cache))
+    result = TrainResult(summary(), _full_state(model, head, best_state, use_cache), val_results())
     if math.isnan(result.summary["best_val_acc"] or 0.0):
         raise TrainingError("validation accuracy is NaN: check the data")
     return result
+
+
+def _val_results(source: DataSource, val_index, skipped, val_y: torch.Tensor, probs: torch.Tensor,
+                 epoch: int) -> dict | None:
+    """The val_results.json contract (runs.py): each validation image's label and probabilities."""
+    index = _kept_rows(source, val_index, skipped, len(val_y))
+    if index is None:
+        return None
+    arrays = bool(source.val_items) and hasattr(source.val_items[0], "shape")  # numpy rows, not paths
+    items = [int(i) if arrays else str(source.val_items[i]) for i in index]
+    return {"format": 1, "epoch": epoch, "classes": list(source.class_names), "items": items,
+            "labels": val_y.tolist(), "probs": [[round(p, 6) for p in row] for row in probs.tolist()]}
+
+
+def _kept_rows(source: DataSource, val_index, skipped, n: int) -> list[int] | None:
+    """Which validation items the `n` rows are (unreadable files were dropped); None if unknown."""
+    if val_index is not None:
+        return list(val_index)
+    if n == len(source.val_items):
+        return list(range(n))
+    # A feature cache entry written before rows were recorded: match the skipped file names.
+    names = {entry[0] for entry in skipped}
+    rows = [i for i, item in enumerate(source.val_items) if Path(item).name not in names]
+    return rows if len(rows) == n else None
 
 
 def _full_state(model: nn.Module, head: nn.Module, best_state, head_only: bool) -> dict | None:
