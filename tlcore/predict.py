@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class ImagePrediction:
 class Predictor:
     """A loaded model in eval mode with its labels and preprocessing."""
 
+    engine = "pytorch"  # what runs the forward pass (a bundle's model.onnx runs on onnxruntime)
+
     def __init__(self, name: str, model: torch.nn.Module, spec: backbones.BackboneSpec,
                  class_names: list[str], image_size: int | None, device: torch.device):
         tune_allocator()
@@ -64,28 +67,41 @@ class Predictor:
 
         Unreadable images get `error` set instead of failing the whole batch.
         """
-        k = max(1, min(k, len(self.class_names)))
-        names = names or [getattr(s, "name", None) or str(s) if not isinstance(s, bytes) else "upload" for s in images]
-        results: list[ImagePrediction | None] = [None] * len(images)
-        arrays, where = [], []
-        for i, (src, name) in enumerate(zip(images, names, strict=True)):
-            try:
-                data = src.read() if hasattr(src, "read") else src
-                arrays.append(torch.from_numpy(load_square(data, self.resize, name=Path(name).name)).permute(2, 0, 1))
-                where.append(i)
-            except ImageError as exc:
-                results[i] = ImagePrediction(name, [], str(exc))
-        for start in range(0, len(arrays), 32):
-            batch = torch.stack(arrays[start : start + 32])
+
+        def probabilities(batch: torch.Tensor) -> torch.Tensor:
             with autocast(self.device):
-                probs = self.model(self.make_batch(batch)).float().softmax(1).cpu()
-            top = probs.topk(k, 1)
-            for row, (values, indices) in enumerate(zip(top.values, top.indices, strict=True)):
-                i = where[start + row]
-                results[i] = ImagePrediction(
-                    names[i], [Prediction(self.class_names[j], float(v)) for v, j in zip(values, indices, strict=True)]
-                )
-        return results
+                return self.model(self.make_batch(batch)).float().softmax(1).cpu()
+
+        return top_k(images, k, names, self.resize, self.class_names, probabilities)
+
+
+def top_k(images: list, k: int, names: list[str] | None, resize: int, class_names: list[str],
+          probabilities: Callable[[torch.Tensor], torch.Tensor]) -> list[ImagePrediction]:
+    """Decode images to (3, resize, resize) uint8, run `probabilities` per batch of 32, keep the top k.
+
+    Shared by every engine, so that decoding, error reporting and ranking are the same whichever
+    runs the model. Unreadable images get `error` set instead of failing the whole batch.
+    """
+    k = max(1, min(k, len(class_names)))
+    names = names or [getattr(s, "name", None) or str(s) if not isinstance(s, bytes) else "upload" for s in images]
+    results: list[ImagePrediction | None] = [None] * len(images)
+    arrays, where = [], []
+    for i, (src, name) in enumerate(zip(images, names, strict=True)):
+        try:
+            data = src.read() if hasattr(src, "read") else src
+            arrays.append(torch.from_numpy(load_square(data, resize, name=Path(name).name)).permute(2, 0, 1))
+            where.append(i)
+        except ImageError as exc:
+            results[i] = ImagePrediction(name, [], str(exc))
+    for start in range(0, len(arrays), 32):
+        probs = probabilities(torch.stack(arrays[start : start + 32]))
+        top = probs.topk(k, 1)
+        for row, (values, indices) in enumerate(zip(top.values, top.indices, strict=True)):
+            i = where[start + row]
+            results[i] = ImagePrediction(
+                names[i], [Prediction(class_names[j], float(v)) for v, j in zip(values, indices, strict=True)]
+            )
+    return results
 
 
 def imagenet_predictor(backbone: str, device: str = "auto") -> Predictor:
