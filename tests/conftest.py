@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,7 +60,67 @@ def _set_env(mp: pytest.MonkeyPatch, env: TlEnv) -> None:
     for name, value in zip(_ENV_NAMES, (env.cache, env.data, env.runs, env.torch_home), strict=True):
         mp.setenv(name, str(value))
     mp.setenv("OMP_NUM_THREADS", "1")
+    mp.setenv("TLCORE_OFFLINE", "1")  # no test downloads anything, in this process or a subprocess
     mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+# ---- order and leftovers ----------------------------------------------------------------------
+
+_MADE_MANAGERS: list = []  # every JobManager made in this session, in order
+WORKER_PREFIX = "tlcore-worker"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `after_suite` run last, whatever their file is called and however tests are ordered."""
+    last = [item for item in items if item.get_closest_marker("after_suite")]
+    items[:] = [item for item in items if item not in last] + last
+
+
+def worker_threads() -> list[str]:
+    """Names of the JobManager worker threads alive in this process."""
+    return [t.name for t in threading.enumerate() if t.name.startswith(WORKER_PREFIX) and t.is_alive()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_workers_left() -> Iterator[None]:
+    """Record every JobManager made; at the end of the session, none of their threads may be left."""
+    from tlcore import jobs
+
+    real_init = jobs.JobManager.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        _MADE_MANAGERS.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jobs.JobManager, "__init__", recording_init)
+        yield
+    _close_managers(0)
+    assert not worker_threads(), f"JobManager worker threads outlived the tests: {worker_threads()}"
+
+
+def _close_managers(first: int) -> None:
+    """Close the managers made since `_MADE_MANAGERS[first]`; fail if a worker does not end."""
+    made = _MADE_MANAGERS[first:]
+    del _MADE_MANAGERS[first:]
+    stuck = [m.store.root for m in made if not m.close(timeout=60)]
+    assert not stuck, f"JobManager workers did not end within 60 s for {stuck}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_module_managers() -> Iterator[None]:
+    """Managers made by module-scoped fixtures are closed when their module is done."""
+    first = len(_MADE_MANAGERS)
+    yield
+    _close_managers(first)
+
+
+@pytest.fixture(autouse=True)
+def _close_test_managers() -> Iterator[None]:
+    """Managers a test made are closed (their runs cancelled, their threads ended) after it."""
+    first = len(_MADE_MANAGERS)
+    yield
+    _close_managers(first)
 
 
 @pytest.fixture(scope="session", autouse=True)

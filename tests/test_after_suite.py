@@ -1,13 +1,18 @@
-"""Runs last (file order): after every fault the suite injected, the engine still works."""
+"""Runs last (the `after_suite` marker, whatever the file order): after every fault the suite
+injected, the engine still trains and predicts in the same process."""
 
 from __future__ import annotations
+
+import pytest
 
 from tlcore.config import TrainConfig
 from tlcore.jobs import get_manager
 from tlcore.predict import get_predictor
 
 
-def test_a_fresh_digits_run_still_trains_and_predicts_in_the_same_process(tl_env, png_bytes):
+@pytest.mark.after_suite
+def test_a_fresh_digits_run_still_trains_and_predicts_in_the_same_process(request, tl_env, png_bytes) -> None:
+    assert request.session.items[-1] is request.node, "the after-suite check did not run last"
     manager = get_manager(tl_env.runs)
     run_id = manager.submit(TrainConfig(data="digits", subset=5, image_size=64, epochs=2, device="cpu"))
     assert manager.wait(run_id, 120)

@@ -145,12 +145,24 @@ def test_expected_error_fails_with_its_message(tmp_path: Path, tiny_config) -> N
     assert not any("Traceback" in line for line in snap["log"])
 
 
-def test_two_runs_at_once_keep_their_own_folders(tmp_path: Path, tiny_config, image_folder: Path) -> None:
+def test_two_runs_at_once_keep_their_own_folders(tmp_path: Path, tiny_config, image_folder: Path,
+                                                  monkeypatch) -> None:
+    both_started = threading.Barrier(2, timeout=30)  # each run waits here until the other has started too
+    real_train = jobs.train
+    at_once = []
+
+    def train_side_by_side(config, emit, stop):
+        both_started.wait()
+        at_once.append(config.data)
+        return real_train(config, emit, stop)
+
+    monkeypatch.setattr(jobs, "train", train_side_by_side)
     manager = JobManager(tmp_path / "runs", max_workers=2)
     digits = manager.submit(tiny_config(epochs=1))
     photos = manager.submit(tiny_config(epochs=2, data=str(image_folder), seed=5))
     assert digits != photos
     assert manager.wait(digits, timeout=60) and manager.wait(photos, timeout=60)
+    assert sorted(at_once) == sorted(["digits", str(image_folder)]), "the two runs did not start side by side"
     store = RunStore(tmp_path / "runs")
     a, b = store.load(digits), store.load(photos)
     assert a.state == b.state == "finished"
@@ -223,3 +235,15 @@ def test_killed_process_reads_back_as_interrupted(tmp_path: Path) -> None:
     assert 1 <= len(record.metrics) < 50
     assert "stopped" in record.status["message"]
     assert [(r.run_id, r.state) for r in store.list()] == [(run_id, "interrupted")]
+
+
+def test_close_cancels_the_runs_and_ends_the_workers(tmp_path: Path, tiny_config) -> None:
+    manager = jobs.get_manager(tmp_path / "runs", max_workers=2)
+    running = manager.submit(tiny_config(epochs=200))
+    queued = [manager.submit(tiny_config(epochs=200)) for _ in range(2)]
+    _wait_for(lambda: manager.snapshot(running).get("epochs_done", 0) >= 1)
+    assert manager.close(timeout=20)
+    assert not any(w.is_alive() for w in manager._workers)
+    store = RunStore(tmp_path / "runs")
+    assert [store.load(r).state for r in (running, *queued)] == ["cancelled"] * 3
+    assert jobs.get_manager(tmp_path / "runs") is not manager, "a closed manager was handed out again"

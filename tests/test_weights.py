@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,18 +46,32 @@ def test_offline_build_fails_fast_naming_file_folder_and_alternative(monkeypatch
     assert "\n" not in message
 
 
+def test_tlcore_offline_never_opens_a_connection(monkeypatch) -> None:
+    calls = []
+
+    def fake_connection(address, timeout=None):
+        calls.append(address)
+        return contextlib.nullcontext()  # "connected"
+
+    monkeypatch.setattr(weights.socket, "create_connection", fake_connection)
+    monkeypatch.setenv("TLCORE_OFFLINE", "1")
+    assert weights.host_reachable(RESNET18_URL) is False and calls == []
+    monkeypatch.setenv("TLCORE_OFFLINE", "0")  # "0" means online: the probe runs (control)
+    assert weights.host_reachable(RESNET18_URL) is True and calls == [("download.pytorch.org", 443)]
+
+
 @pytest.mark.slow
-def test_cli_train_offline_exits_nonzero_with_the_fix(tmp_path, tl_env) -> None:
-    if weights.host_reachable(RESNET18_URL, timeout=3):
-        pytest.skip("download.pytorch.org is reachable here: the offline failure cannot be shown")
+def test_cli_train_offline_exits_1_with_the_fix(tmp_path, tl_env) -> None:
+    # Forced offline (not skipped where the host answers): the failure path runs everywhere.
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "tlcore", "train", "--backbone", "resnet18", "--data", "digits",
          "--epochs", "1", "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TLCORE_OFFLINE": "1"},
     )
     assert time.perf_counter() - t0 < 30
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stderr
+    assert "(no network)" in proc.stderr
     assert RESNET18_FILE in proc.stderr and "efficientnet_lite0" in proc.stderr
     assert str(tl_env.checkpoints) in proc.stderr
     assert "Traceback" not in proc.stderr

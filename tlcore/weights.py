@@ -44,8 +44,11 @@ def host_reachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the URL's host opens within `timeout` seconds.
 
     The DNS lookup ignores socket timeouts and can hang on a broken network, so the probe runs
-    in a daemon thread that we stop waiting for after `timeout`.
+    in a daemon thread that we stop waiting for after `timeout`. `$TLCORE_OFFLINE=1` answers
+    False without trying: no download is attempted (air-gapped machines, tests).
     """
+    if os.environ.get("TLCORE_OFFLINE", "") not in ("", "0"):
+        return False
     parsed = urllib.parse.urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     ok = threading.Event()
