@@ -1,4 +1,4 @@
-"""Command line: `python -m tlcore backbones | train | predict | runs`.
+"""Command line: `python -m tlcore backbones | train | sweep | predict | runs | export`.
 
 Bad arguments exit with status 2 and one line that says what is valid; a run that fails
 exits 1 with its message.
@@ -16,6 +16,7 @@ from tlcore.data import BUILTIN
 from tlcore.heads import HEAD_KINDS
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
+from tlcore.sweep_cli import add_sweep_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,18 +33,9 @@ def _add_runs_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=None, help="runs folder (default: $TLCORE_RUNS or ./runs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m tlcore", description="Transfer learning on images.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("backbones", help="list backbones and whether their weights are available offline")
-    p.add_argument("--json", action="store_true")
-
-    d = TrainConfig()
-    p = sub.add_parser("train", help="train a run and save it")
-    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
+def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """The settings a run takes (shared by `train` and `sweep`), except backbone and strategy."""
     p.add_argument("--data", default=d.data, help=f"{', '.join(BUILTIN)}, a folder of class folders, or a .zip")
-    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -61,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-factor", type=float, default=d.lr_factor, help="discriminative/gradual LR ratio per group")
     p.add_argument("--head-epochs", type=int, default=d.head_epochs, help="gradual: head-only epochs")
     p.add_argument("--no-feature-cache", action="store_true", help="always run the full backbone")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tlcore", description="Transfer learning on images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("backbones", help="list backbones and whether their weights are available offline")
+    p.add_argument("--json", action="store_true")
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a run and save it")
+    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
+    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
+    _add_train_options(p, d)
     _add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
 
@@ -69,10 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--backbone", choices=backbones.list_backbones())
     who.add_argument("--run", dest="run_id")
+    who.add_argument("--model", help="an exported bundle folder or .zip (see `export`)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", choices=DEVICES)
     _add_runs_dir(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="write a run as a bundle: model.onnx, model.safetensors, tlcore.json, README")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--out", required=True, help="folder to write the bundle into (created)")
+    p.add_argument("--format", default="onnx,safetensors", help="onnx, safetensors or both (default: both)")
+    _add_runs_dir(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+
+    p = sub.add_parser("sweep", help="an experiment: strategies x backbones x seeds, with a verdict")
+    add_sweep_arguments(p, d.backbone)
+    _add_train_options(p, d)
+    _add_runs_dir(p)
+    p.add_argument("--json", action="store_true", help="last line: one JSON object with groups and the verdict")
 
     p = sub.add_parser("runs", help="list saved runs")
     _add_runs_dir(p)
@@ -158,8 +178,14 @@ def cmd_predict(args) -> int:
     if args.topk < 1:
         return _usage_error(f"--topk must be at least 1, got {args.topk}")
     try:
-        predictor = get_predictor(backbone=args.backbone, run_id=args.run_id,
-                                  runs_dir=args.runs_dir or runs_root(), device=args.device)
+        if args.model:
+            from tlcore.bundle import load_predictor
+
+            predictor = load_predictor(args.model, device=args.device)
+            print(f"tlcore: {predictor.name}: {predictor.model_file} on {predictor.engine}", file=sys.stderr)
+        else:
+            predictor = get_predictor(backbone=args.backbone, run_id=args.run_id,
+                                      runs_dir=args.runs_dir or runs_root(), device=args.device)
     except RunNotFound as exc:
         return _usage_error(str(exc))
     except (ValueError, WeightsUnavailable) as exc:
@@ -167,7 +193,8 @@ def cmd_predict(args) -> int:
         return 2 if isinstance(exc, ValueError) else 1
     results = predictor.predict(args.images, k=args.topk)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results]))
+        engine = {"engine": predictor.engine} if args.model else {}
+        print(json.dumps([{**r.to_dict(), **engine} for r in results]))
     else:
         for r in results:
             print(r.image)
@@ -178,6 +205,27 @@ def cmd_predict(args) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def cmd_export(args) -> int:
+    from tlcore.export import ExportError, export_run, parse_formats
+    from tlcore.runs import RunNotFound
+
+    try:
+        result = export_run(args.run_id, args.runs_dir or runs_root(), args.out, parse_formats(args.format))
+    except (RunNotFound, ValueError) as exc:  # no such run, still training, bad format, damaged weights
+        return _usage_error(str(exc))
+    except ExportError as exc:
+        print(f"tlcore: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        keys = ("bundle", "files", "max_abs_diff", "checked_images", "check_inputs", "top1_agree")
+        print(json.dumps({k: result.to_dict()[k] for k in keys}))
+    else:
+        check = (f"; ONNX matches PyTorch on {result.checked_images} {result.check_inputs}: max |logit diff| "
+                 f"{result.max_abs_diff:.2g}, top-1 agreement {result.top1_agree:.0%}" if result.max_abs_diff is not None else "")
+        print(f"bundle written to {result.bundle}: {', '.join(result.files)}{check}")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from tlcore.runs import RunStore
 
@@ -185,16 +233,27 @@ def cmd_runs(args) -> int:
     rows = [{"run_id": r.run_id, "status": r.state, "backbone": r.config.get("backbone"),
              "strategy": r.config.get("strategy"), "data": r.config.get("data"),
              "epochs": len(r.metrics), "best_val_acc": r.status.get("best_val_acc"),
-             "message": r.status.get("message")} for r in records]
+             "message": r.status.get("message"), "experiment_id": r.config.get("experiment_id"),
+             "cell": r.config.get("cell")} for r in records]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
         acc = f"{r['best_val_acc']:.3f}" if isinstance(r["best_val_acc"], float) else "-"
-        print(f"{r['run_id']:60} {r['status']:11} {r['data']!s:15} epochs {r['epochs']:3}  best {acc}")
+        exp = f"  {r['experiment_id']} seed {r['cell'].get('seed')}" if r["experiment_id"] and r["cell"] else ""
+        print(f"{r['run_id']:60} {r['status']:11} {r['data']!s:15} epochs {r['epochs']:3}  best {acc}{exp}")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from tlcore.sweep_cli import cmd_sweep as run_sweep
+
+    d = TrainConfig()  # each run's backbone and strategy come from the grid
+    return run_sweep(args, _config_from_args(argparse.Namespace(**vars(args), backbone=d.backbone,
+                                                                strategy=d.strategy)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs}[args.command](args)
+    return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs,
+            "export": cmd_export, "sweep": cmd_sweep}[args.command](args)
