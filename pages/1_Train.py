@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from tlcore import ui
+from tlcore import export, form, ui
 from tlcore.charts import curves_figure
-from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig
+from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
 from tlcore.heads import HEAD_KINDS
 from tlcore.jobs import JobManager, get_manager
@@ -17,7 +17,14 @@ def manager(runs_dir: str) -> JobManager:
     return get_manager(runs_dir)
 
 
+def use_default_lr() -> None:
+    """A new strategy or optimizer brings its own default learning rate (the user may change it)."""
+    st.session_state.lr = default_lr(st.session_state.strategy, st.session_state.optimizer)
+
+
 jobs, d, rows = manager(str(runs_root().resolve())), TrainConfig(), ui.backbone_rows()
+if "lr" not in st.session_state:
+    st.session_state.lr = default_lr(d.strategy, d.optimizer)
 st.title("Train")
 left, right = st.columns(2)
 with left:
@@ -25,21 +32,31 @@ with left:
                             format_func=lambda name: ui.backbone_label(rows[name]))
     st.caption(rows[backbone]["description"])
     source = st.radio("Dataset", ui.DATA_SOURCES, horizontal=True, key="data_source")
-    builtin = folder = upload = None
+    builtin = folder = upload = earlier = None
     if source == ui.DATA_SOURCES[0]:
         builtin = st.selectbox("Built-in dataset", BUILTIN, index=BUILTIN.index(d.data), key="dataset")
     elif source == ui.DATA_SOURCES[1]:
         folder = st.text_input("Folder of class folders", key="data_folder", placeholder="~/photos/flowers")
     else:
         upload = st.file_uploader("Zip of class folders", type=["zip"], key="data_zip")
-    strategy = st.selectbox("Strategy", list(STRATEGIES), index=list(STRATEGIES).index(d.strategy), key="strategy")
+        earlier_zips = ui.earlier_uploads()  # uploads outlive a reload: pick one again
+        if earlier_zips and upload is None:
+            earlier = st.selectbox("or an earlier upload", list(earlier_zips), key="earlier_zip",
+                                   format_func=earlier_zips.get)
+    strategy = st.selectbox("Strategy", list(STRATEGIES), index=list(STRATEGIES).index(d.strategy), key="strategy",
+                            on_change=use_default_lr)
     st.caption(STRATEGIES[strategy].summary)
+    if weights_note := form.weights_note(backbone, strategy):
+        st.warning(weights_note, icon=":material/cloud_download:")
 with right:
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input("Epochs", 1, 1000, d.epochs, key="epochs")
     batch_size = c2.selectbox("Batch size", ui.BATCH_SIZES, index=ui.BATCH_SIZES.index(d.batch_size), key="batch_size")
-    lr = c3.number_input("Learning rate", 1e-6, 10.0, d.lr, step=1e-4, format="%g", key="lr")
-    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(d.optimizer), key="optimizer")
+    optimizer = st.session_state.get("optimizer", d.optimizer)
+    lr = c3.number_input("Learning rate", 1e-6, 10.0, step=1e-4, format="%g", key="lr",
+                         help=f"default for {strategy} with {optimizer}: {default_lr(strategy, optimizer):g}")
+    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(d.optimizer), key="optimizer",
+                             on_change=use_default_lr)
     schedule = c2.selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(d.schedule), key="schedule")
     head = c3.selectbox("Head", HEAD_KINDS, index=HEAD_KINDS.index(d.head), key="head")
     augment = c1.selectbox("Augmentation", AUGMENTS, index=AUGMENTS.index(d.augment), key="augment")
@@ -47,21 +64,76 @@ with right:
                               format_func=lambda s: ui.image_size_label(s, backbone))
     seed = c3.number_input("Seed", 0, 2**31 - 1, d.seed, key="seed")
     subset = c1.number_input("Images per class", 1, None, None, key="subset", placeholder="all",
-                             help="at most this many training images per class: quick trial runs")
+                             help="training images per class, for quick trial runs; validation keeps all its images")
+    with st.expander("Advanced"):
+        shown = form.advanced_fields(strategy, head, builtin)
+        a1, a2 = st.columns(2)
+        advanced = {
+            "unfreeze_groups": lambda: a1.number_input("Stages to train (partial: the last N)", 1, 100,
+                                                       d.unfreeze_groups, key="unfreeze_groups"),
+            "hidden": lambda: a2.text_input("MLP hidden sizes", key="hidden", placeholder="1024-1024-512",
+                                            help="widths of the MLP head's hidden layers, e.g. 512-256"),
+            "lr_factor": lambda: a1.number_input("LR factor between layer groups", 0.01, 1.0, d.lr_factor, 0.05,
+                                                 key="lr_factor", help="each earlier group's LR is this times the next's"),
+            "head_epochs": lambda: a2.number_input("Head-only epochs (gradual)", 0, 1000, d.head_epochs,
+                                                   key="head_epochs"),
+            "val_fraction": lambda: a1.slider("Validation fraction", 0.05, 0.5, d.val_fraction, 0.05,
+                                              key="val_fraction", help="used when the data has no val/ folder"),
+            "weight_decay": lambda: a2.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%g",
+                                                    key="weight_decay"),
+        }
+        extra = {name: advanced[name]() for name in shown}
     if st.button("Start training", type="primary", key="start"):
         try:
             with st.spinner("Checking the dataset..."):
-                data = ui.dataset_spec(source, builtin, folder, upload)
-            cfg = ui.make_config(backbone=backbone, data=data, strategy=strategy, epochs=int(epochs),
-                                 batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, head=head,
-                                 augment=augment, image_size=image_size, seed=int(seed),
-                                 subset=int(subset) if subset else None)
-            st.success(f"Queued run {jobs.submit(cfg)}: it trains in the background, watch it below.")
+                data = ui.dataset_spec(source, builtin, folder, upload, earlier=earlier)
+                cfg = ui.make_config(backbone=backbone, data=data, strategy=strategy, epochs=int(epochs),
+                                     batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, head=head,
+                                     augment=augment, image_size=image_size, seed=int(seed),
+                                     subset=int(subset) if subset else None, **form.advanced_values(shown, extra))
+                form.check_weights(backbone, strategy)
+                found = form.check_dataset(cfg.data, cfg.val_fraction, cfg.subset, cfg.seed)
+            st.success(f"Queued run {jobs.submit(cfg)}{f' on {found}' if found else ''}: it trains in the background,"
+                       " watch it below.")
         except ValueError as exc:
             st.error(f"Cannot start: {exc}")
 
-st.subheader("Runs")
+title_col, all_col, failed_col = st.columns([4, 1, 1], vertical_alignment="bottom")
+title_col.subheader("Runs")
+show_all = all_col.toggle("Show all runs", key="show_all")
+hide_failed = failed_col.toggle("Hide failed runs", key="hide_failed")
 live = ui.live_ids(jobs.list_runs())  # queued or running, here or in another process
+trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
+
+
+def download_model(rid: str) -> None:
+    """The run as a model bundle zip: built on the first click (ONNX checked), then kept in the run's folder."""
+    st.download_button("Download model", lambda: export.bundle_zip(rid, jobs.store.root).read_bytes(),
+                       export.download_name(rid), "application/zip", key=f"model_{rid}", on_click="ignore",
+                       icon=":material/download:", help="model.onnx + model.safetensors + tlcore.json + README: "
+                       "runs with onnxruntime anywhere, or Predict > an exported model")
+
+
+def manage(record) -> None:
+    """Rename or delete an ended run (deleting asks first)."""
+    rid = record.run_id
+    with st.popover("Rename or delete", icon=":material/edit:"):
+        name = st.text_input("Your name for this run", record.name, key=f"name_{rid}", max_chars=80)
+        if st.button("Save name", key=f"rename_{rid}"):
+            jobs.store.set_name(rid, name)
+            st.rerun()
+        if st.button("Delete run", key=f"delete_{rid}", icon=":material/delete:"):
+            st.session_state[f"confirm_{rid}"] = True
+        if st.session_state.get(f"confirm_{rid}"):
+            st.warning("Delete this run, its curves and its weights? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", key=f"delete_yes_{rid}", type="primary"):
+                jobs.store.delete(rid)
+                del st.session_state[f"confirm_{rid}"]
+                st.rerun()
+            if no.button("Keep it", key=f"delete_no_{rid}"):
+                del st.session_state[f"confirm_{rid}"]
+                st.rerun()
 
 
 @st.fragment(run_every=1.0 if live else None)  # poll only while something trains
@@ -69,24 +141,36 @@ def runs_panel(watching: bool) -> None:
     records, active = jobs.list_runs(), jobs.active()
     if watching and not ui.live_ids(records):
         st.rerun()  # the last run ended: redraw the whole page once, which stops the polling
-    shown = ui.runs_to_show(records, active)
+    labels = ui.run_labels(records)
+    shown = ui.runs_to_show(records, active, show_all=show_all, hide_failed=hide_failed)
     if not shown:
         st.info("No runs yet: pick your settings above and press **Start training**.")
+    elif len(shown) < len(records) and not show_all:
+        st.caption(f"{len(records) - len(shown)} older or failed runs not shown: turn on **Show all runs**.")
     for record in shown:
         snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
+        trail = ui.track(trails.setdefault(record.run_id, []), snap)
         with st.container(border=True):
-            st.markdown(f"**{ui.run_title(snap)}** {ui.state_badge(snap['status'])}")
+            st.markdown(f"**{labels[record.run_id]}** {ui.state_badge(snap['status'])}")
+            st.caption(ui.run_details(snap))
             if snap["status"] in ("queued", "running"):
-                st.progress(*ui.progress_of(snap))
+                frac, where = ui.progress_of(snap)
+                st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
                 if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
                     jobs.cancel(record.run_id)
             elif snap["status"] == "failed":
-                st.error(snap.get("message") or "the run failed: see its log")
+                st.error(ui.run_message(snap))
             elif snap.get("message"):
-                st.warning(snap["message"])
+                st.warning(ui.run_message(snap))
             st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
-            if snap.get("metrics"):
-                st.plotly_chart(curves_figure(snap["metrics"]), theme="streamlit", key=f"curves_{record.run_id}")
+            if snap.get("metrics") or ui.live_losses(trail):
+                st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
+                                              if snap["status"] == "running" else None),
+                                theme="streamlit", key=f"curves_{record.run_id}")
+            if record.run_id not in active and record.state not in ("queued", "running"):
+                manage(record)
+            if snap["status"] == "finished":
+                download_model(record.run_id)
 
 
 runs_panel(bool(live))

@@ -19,40 +19,42 @@ if not records:
     st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
+labels = ui.run_labels(records.values())  # one label per run, the same on every page
 chosen = st.multiselect(
     "Runs", list(records), key="runs",
     default=[rid for rid, r in records.items() if r.state == "finished"],
-    format_func=lambda rid: f"{records[rid].label} · {records[rid].state}",
+    format_func=lambda rid: f"{labels[rid]} · {records[rid].state}",
 )
 runs = [records[rid] for rid in chosen]
 if not runs:
     st.info("Pick one or more runs above.")
     st.stop()
-names = charts.run_names(runs)
+names = [labels[r.run_id] for r in runs]
 if not any(r.metrics for r in runs):
     st.warning("None of these runs has finished an epoch yet, so there are no curves to draw.")
 
-show_train = st.toggle("Show train curves too", key="show_train")
+train_col, range_col = st.columns(2)
+show_train = train_col.toggle("Show train curves too", key="show_train")
+full_range = range_col.toggle("Accuracy axis from 0 to 100%", key="acc_full",
+                              help="off: the axis fits the runs' accuracies, so close runs stay apart")
 acc_col, loss_col = st.columns(2)
-acc_col.plotly_chart(charts.compare_figure(runs, "acc", show_train, names), theme="streamlit", key="acc_chart")
+acc_col.plotly_chart(charts.compare_figure(runs, "acc", show_train, names, full_range=full_range),
+                     theme="streamlit", key="acc_chart")
 loss_col.plotly_chart(charts.compare_figure(runs, "loss", show_train, names), theme="streamlit", key="loss_chart")
 
 st.subheader("Summary")
 summary = charts.summary_table(runs, names)
-st.dataframe(summary, hide_index=True, key="summary_table", column_config={
-    "best val acc": st.column_config.NumberColumn(format="percent"),
-    "final val acc": st.column_config.NumberColumn(format="percent"),
-    "seconds": st.column_config.NumberColumn(format="%.1f"),
-})
+# Shown as text: blanks where a value is missing (Streamlit would print "None"); the CSV keeps numbers.
+st.dataframe(charts.display_table(summary), hide_index=True, key="summary_table")
 st.download_button("Download summary (CSV)", charts.to_csv(summary), "summary.csv", "text/csv",
                    key="download_summary", on_click="ignore")
 
 st.subheader("Epoch by run")
 epochs = charts.epoch_table(runs, names)
-st.dataframe(epochs, key="epoch_table")
+st.dataframe(charts.display_table(epochs), key="epoch_table")
 st.download_button("Download epoch table (CSV)", charts.to_csv(epochs), "epochs.csv", "text/csv",
                    key="download_epochs", on_click="ignore")
 
 failed = [(name, r) for name, r in zip(names, runs, strict=True) if r.state == "failed"]
 for name, record in failed:
-    st.error(f"{name} ({ui.run_time(record.run_id)}) failed: {record.status.get('message', 'see its log')}")
+    st.error(f"{name} failed: {ui.run_message(record.status)}")

@@ -1,4 +1,4 @@
-"""Predict: top-k classes for your images, from a backbone's ImageNet head or a finished run."""
+"""Predict: top-k classes for your images, from a backbone's ImageNet head, a finished run or an exported model."""
 
 import streamlit as st
 
@@ -16,18 +16,34 @@ def manager(runs_dir: str) -> JobManager:
 runs_dir = str(runs_root().resolve())
 runs = {r.run_id: r for r in ui.predictable_runs(manager(runs_dir).list_runs(), runs_dir)}
 st.title("Predict")
-left, right = st.columns([1, 2])
-kind = left.radio("Model", ("ImageNet head of a backbone", "a finished run"), key="model_kind",
-                  disabled=not runs, help=None if runs else "no finished run yet: train one on the Train page")
-if kind == "a finished run" and runs:
-    run_id = left.selectbox("Run", list(runs), key="run", format_func=lambda rid: ui.run_title(runs[rid]))
+left, right = st.columns(2)
+kinds = ("ImageNet head of a backbone", "a finished run", "an exported model (.zip)")
+kind = left.radio("Model", kinds if runs else kinds[::2], key="model_kind",
+                  help=None if runs else "no finished run yet: train one on the Train page")
+class_names = None  # an exported model's, for Top k
+if kind == kinds[2]:
+    model_zip = left.file_uploader("Model zip (from Download model on Train)", type=["zip"], key="model_zip")
+    if model_zip is None:
+        left.info("Upload the zip that **Download model** gave you (or `python -m tlcore export` zipped).")
+        st.stop()
+    try:
+        choice, class_names = ui.bundle_choice(model_zip)
+    except ui.ModelUnavailable as exc:
+        left.error(f"Cannot use this model: {exc}")
+        st.stop()
+    left.caption(f"{len(class_names)} classes: {', '.join(class_names[:12])}")
+elif kind == kinds[1] and runs:
+    labels = ui.run_labels(manager(runs_dir).list_runs())  # the same labels as on Train and Compare
+    run_id = left.selectbox("Run", list(runs), key="run", format_func=labels.get)
     choice = ui.ModelChoice(run_id=run_id)
+    left.caption(f"{labels[run_id]} · {ui.run_details(runs[run_id])}")  # the whole label, wrapped
     left.caption(f"{len(runs[run_id].class_names)} classes: {', '.join(runs[run_id].class_names[:12])}")
 else:
     names = ui.imagenet_backbones()
     backbone = left.selectbox("Backbone", names, index=names.index("efficientnet_lite0"), key="backbone")
     choice = ui.ModelChoice(backbone=backbone)
-k = left.slider("Top k", 1, 10, 5, key="k")
+top = ui.top_k_limit(runs[choice.run_id].class_names if choice.run_id else class_names)
+k = left.slider("Top k", 1, top, min(5, top), key="k") if top > 1 else 1
 files = right.file_uploader("Images", type=list(ui.IMAGE_TYPES), accept_multiple_files=True, key="images")
 if not files:
     right.info("Upload one or more images (jpg, png, gif, webp, bmp) to see what the model thinks they are.")

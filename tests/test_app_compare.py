@@ -48,7 +48,11 @@ def compare_page() -> AppTest:
 
 
 def traces(chart) -> list[str]:
-    return [t["name"] for t in json.loads(chart.proto.spec)["data"]]
+    """Names of the traces that draw runs' curves (not best-epoch stars, not legend keys)."""
+    return [t["name"] for t in json.loads(chart.proto.spec)["data"] if t["mode"] != "markers" and t["x"] != [None]]
+
+
+FT, SC = "simple_cnn + finetune · digits", "simple_cnn + scratch · digits"  # the failed run's data differs
 
 
 def test_without_runs_it_says_where_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,19 +68,20 @@ def test_finished_runs_are_compared_by_default(runs: list[str]) -> None:
     assert set(at.multiselect(key="runs").value) == finished
     assert len(at.multiselect(key="runs").options) == 3
     acc, loss = at.get("plotly_chart")
-    assert traces(acc) == traces(loss) == ["simple_cnn + finetune", "simple_cnn + scratch"]  # newest first
+    assert traces(acc) == traces(loss) == [FT, SC]  # newest first
     for chart in (acc, loss):
         for trace in json.loads(chart.proto.spec)["data"]:
-            assert list(trace["x"]) == [1, 2]
+            if trace["name"] in (FT, SC):
+                assert list(trace["x"]) == [1, 2]
 
     summary, epochs = at.dataframe
     assert list(summary.value["strategy"]) == ["finetune", "scratch"]
     assert list(summary.value["dataset"]) == ["digits", "digits"]
-    assert summary.value["best val acc"].between(0, 1).all() and (summary.value["trainable params"] > 0).all()
+    assert summary.value["best val acc"].str.fullmatch(r"\d+\.\d%").all()  # shown as text: 85.0%
+    assert list(summary.value["image size"]) == ["32", "32"] and list(summary.value["images per class"]) == ["5", "5"]
     assert list(epochs.value.index) == [1, 2]
-    assert list(epochs.value.columns) == [
-        "simple_cnn + finetune: val loss", "simple_cnn + finetune: val acc",
-        "simple_cnn + scratch: val loss", "simple_cnn + scratch: val acc"]
+    assert list(epochs.value.columns) == [f"{run}: {split} {metric}" for run in (FT, SC)
+                                          for split in ("train", "val") for metric in ("loss", "acc")]
     assert [b.key for b in at.get("download_button")] == ["download_summary", "download_epochs"]
 
 
@@ -84,8 +89,17 @@ def test_train_curves_toggle(runs: list[str]) -> None:
     at = compare_page()
     at.toggle(key="show_train").set_value(True).run()
     acc, _ = at.get("plotly_chart")
-    assert traces(acc) == ["simple_cnn + finetune", "simple_cnn + finetune (train)",
-                           "simple_cnn + scratch", "simple_cnn + scratch (train)"]
+    assert traces(acc) == [FT, f"{FT} (train)", SC, f"{SC} (train)"]
+    legend = [t["name"] for t in json.loads(acc.proto.spec)["data"] if t.get("showlegend", True)]
+    assert legend == [FT, SC, "val (solid)", "train (dashed)", "best epoch"]  # each run listed once
+
+
+def test_accuracy_axis_fits_the_runs_with_a_toggle_for_0_to_100(runs: list[str]) -> None:
+    at = compare_page()
+    fitted = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    at.toggle(key="acc_full").set_value(True).run()
+    full = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    assert full == [0, 1.02] and fitted != full
 
 
 def test_a_failed_run_can_be_chosen_and_shows_its_message(runs: list[str]) -> None:
@@ -116,6 +130,7 @@ def test_cancelled_and_interrupted_runs_show_their_epochs_so_far(tmp_path: Path,
         status = read_json(runs_dir / new_id / "status.json")
         # "running" with an owner process that no longer exists: what a killed server leaves.
         status.update(status=state, pid=2**22 + 12345, token="gone")
+        status.pop("trainable_params")  # a value missing from the summary
         write_json(runs_dir / new_id / "status.json", status)
         write_json(runs_dir / new_id / "metrics.json", read_json(runs_dir / new_id / "metrics.json")[:1])
     monkeypatch.setenv("TLCORE_RUNS", str(runs_dir))
@@ -125,3 +140,5 @@ def test_cancelled_and_interrupted_runs_show_their_epochs_so_far(tmp_path: Path,
     summary, epochs = at.dataframe
     assert sorted(summary.value["status"]) == ["cancelled", "interrupted"]
     assert list(epochs.value.index) == [1]  # the epoch each finished before it stopped
+    # A blank where a value is missing (these runs have no parameter count saved), not "None".
+    assert list(summary.value["trainable params"]) == ["", ""]

@@ -43,14 +43,24 @@ def test_curves_figure_of_a_run_without_epochs_is_empty_not_an_error() -> None:
     assert all(len(t.x) == 0 for t in fig.data)
 
 
+def _lines(fig) -> list:
+    """The traces that draw a run's curve (not best-epoch stars, not legend keys)."""
+    return [t for t in fig.data if t.mode != "markers" and list(t.x) != [None]]
+
+
+def _legend(fig) -> list[str]:
+    return [t.name for t in fig.data if t.showlegend is not False]
+
+
 def test_compare_figure_one_line_per_run_named_by_backbone_and_strategy() -> None:
     fig = charts.compare_figure([FE, FT], "acc")
-    assert [t.name for t in fig.data] == ["efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune"]
-    assert list(fig.data[1].y) == [0.6, 0.9]
+    assert [t.name for t in _lines(fig)] == ["efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune"]
+    assert list(_lines(fig)[1].y) == [0.6, 0.9]
     with_train = charts.compare_figure([FE, FT], "loss", include_train=True)
-    assert len(with_train.data) == 4
-    assert [t.line.dash for t in with_train.data] == ["solid", "dash"] * 2
-    assert with_train.data[0].line.color == with_train.data[1].line.color  # a run's train and val pair up
+    lines = _lines(with_train)
+    assert len(lines) == 4
+    assert [t.line.dash for t in lines] == ["solid", "dash"] * 2
+    assert lines[0].line.color == lines[1].line.color != lines[2].line.color  # colour per run, dash per split
     with pytest.raises(ValueError, match="unknown metric"):
         charts.compare_figure([FE], "top5")
 
@@ -66,20 +76,53 @@ def test_run_names_are_made_unique() -> None:
     same_second = _record("20250101-130102-efficientnet_lite0-finetune-dddddd", "finetune", [0.2])
     names = charts.run_names([FE, FT, twin, same_second])
     assert names[0] == "efficientnet_lite0 + feature_extraction"
-    assert names[1] == "efficientnet_lite0 + finetune (12:05:00)"
-    assert names[2] == "efficientnet_lite0 + finetune (13:01:02)"
-    assert names[3] == "efficientnet_lite0 + finetune (13:01:02) #2"
+    assert names[1] == "efficientnet_lite0 + finetune · 12:05:00"  # alike in every setting: the time tells
+    assert names[2] == "efficientnet_lite0 + finetune · 13:01:02"
+    assert names[3] == "efficientnet_lite0 + finetune · 13:01:02 #2"
     assert len(set(names)) == 4
+
+
+def _with(record: RunRecord, run_id: str | None = None, name: str = "", **config) -> RunRecord:
+    return RunRecord(run_id or record.run_id, {**record.config, **config}, record.status, record.metrics,
+                     record.class_names, name)
+
+
+def test_runs_are_named_by_what_differs_between_them(tmp_path) -> None:
+    """Two runs differing in image size, subset and lr are told apart by those, not by their start times."""
+    from tlcore.uploads import save_upload
+
+    zip_path = save_upload(b"PK\x05\x06" + bytes(18), "cats and dogs.zip", tmp_path)
+    a = _with(FT, image_size=64, subset=20, lr=1e-3, data=str(zip_path))
+    b = _with(FT, "20250101-120600-x", image_size=128, subset=None, lr=1e-4, data=str(zip_path))
+    assert charts.run_names([a, b]) == ["efficientnet_lite0 + finetune · 64 px · 20/class · lr 0.001",
+                                        "efficientnet_lite0 + finetune · 128 px · all images · lr 0.0001"]
+    # The dataset, by the user's file name of an upload (never its content hash), when it differs.
+    names = charts.run_names([a, _with(FT, "20250101-120700-y", image_size=64, subset=20, lr=1e-3)])
+    assert names == ["efficientnet_lite0 + finetune · cats and dogs.zip", "efficientnet_lite0 + finetune · digits"]
+    # Settings that do not apply to a run do not name it: N for partial only, hidden sizes for mlp only.
+    partial = _with(FT, "20250101-120800-z", strategy="partial", unfreeze_groups=3, head="mlp", hidden=[64])
+    assert charts.run_names([_with(FT, unfreeze_groups=1, head="linear"), partial]) == [
+        "efficientnet_lite0 + finetune · linear head", "efficientnet_lite0 + partial · mlp head · 64 · last 3 groups"]
+    # A user's own name wins, and stays unique.
+    named = [_with(FT, name="baseline"), _with(FE, name="baseline"), _with(FT, "20250101-120900-w")]
+    assert charts.run_names(named) == ["baseline", "baseline #2", "efficientnet_lite0 + finetune"]
 
 
 def test_epoch_table_is_epoch_by_run() -> None:
     table = charts.epoch_table([FE, FT])
     assert table.index.name == "epoch" and list(table.index) == [1, 2, 3]
-    assert list(table.columns) == [
-        "efficientnet_lite0 + feature_extraction: val loss", "efficientnet_lite0 + feature_extraction: val acc",
-        "efficientnet_lite0 + finetune: val loss", "efficientnet_lite0 + finetune: val acc"]
+    assert list(table.columns) == [f"{run}: {split} {metric}" for run in (
+        "efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune")
+        for split in ("train", "val") for metric in ("loss", "acc")]
     assert table.loc[2, "efficientnet_lite0 + finetune: val acc"] == 0.9
+    assert table.loc[2, "efficientnet_lite0 + finetune: train acc"] == pytest.approx(0.85)
     assert pd.isna(table.loc[3, "efficientnet_lite0 + finetune: val acc"])  # the shorter run
+    # On the page: blanks where the shorter run has no epoch 3, never "None".
+    shown = charts.display_table(table)
+    assert shown.loc[3, "efficientnet_lite0 + finetune: val acc"] == ""
+    assert shown.loc[2, "efficientnet_lite0 + finetune: val acc"] == "90.0%"
+    assert shown.loc[1, "efficientnet_lite0 + feature_extraction: val loss"] == "1.0000"
+    assert "None" not in shown.to_string() and "nan" not in shown.to_string().lower()
 
 
 def test_summary_table_rows() -> None:
@@ -101,7 +144,8 @@ def test_summary_table_rows() -> None:
 def test_tables_download_as_csv() -> None:
     epochs = charts.epoch_table([FE, FT])
     back = pd.read_csv(io.BytesIO(charts.to_csv(epochs)), index_col="epoch")
-    assert list(back.columns) == list(epochs.columns) and back.shape == (3, 4)
+    assert list(back.columns) == list(epochs.columns) and back.shape == (3, 8)  # train columns too
+    assert charts.to_csv(epochs).decode().splitlines()[-1].endswith(",,,,")  # blanks, not "None"
     summary = pd.read_csv(io.BytesIO(charts.to_csv(charts.summary_table([FE]))))
     assert summary.loc[0, "run"] == "efficientnet_lite0 + feature_extraction" and "Unnamed: 0" not in summary
 
@@ -154,9 +198,23 @@ def test_run_lines() -> None:
 
 def test_runs_to_show_keeps_every_active_run() -> None:
     queued = _record("20250101-150000-efficientnet_lite0-finetune-ffffff", "finetune", [], "queued")
-    shown = ui.runs_to_show([queued, FT, FE], active=[queued.run_id], limit=2)
+    shown = ui.runs_to_show([queued, FT, FE], active=[queued.run_id], limit=1)
     assert [r.run_id for r in shown] == [queued.run_id, FT.run_id]
     assert len(ui.runs_to_show([FT, FE], active=[], limit=1)) == 1
+
+
+def test_runs_to_show_puts_the_running_run_on_top_then_queued_then_recent() -> None:
+    """Newest first on disk; the card list is running, the queue in the order it starts, then the rest."""
+    def rec(i: int, state: str) -> RunRecord:
+        return _record(f"20250101-16{i:02d}00-efficientnet_lite0-finetune-{i:06d}", "finetune", [0.5], state)
+
+    newest_first = [rec(9, "queued"), rec(8, "queued"), rec(7, "failed"), rec(6, "running"), rec(5, "failed"),
+                    *[rec(i, "finished") for i in range(4, -1, -1)]]
+    order = [r.run_id[9:13] for r in ui.runs_to_show(newest_first, active=[], limit=4)]
+    assert order == ["1606", "1608", "1609", "1607", "1605", "1604", "1603"]
+    hidden = [r.run_id[9:13] for r in ui.runs_to_show(newest_first, active=[], limit=4, hide_failed=True)]
+    assert hidden == ["1606", "1608", "1609", "1604", "1603", "1602", "1601"]
+    assert len(ui.runs_to_show(newest_first, active=[], limit=4, show_all=True)) == 10
 
 
 def test_backbone_rows_are_quick_and_label_offline_weights() -> None:
@@ -165,3 +223,56 @@ def test_backbone_rows_are_quick_and_label_offline_weights() -> None:
     assert rows["vgg16"]["params"] == 138_357_544  # counted on the meta device, same number
     assert ui.backbone_label(rows["efficientnet_lite0"]) == "efficientnet_lite0 · 4.7M params · offline"
     assert ui.backbone_label(rows["simple_cnn"]).startswith("simple_cnn · 95K params")
+
+
+def test_compare_legend_lists_each_run_once_below_the_plot_with_room() -> None:
+    """Ten runs with train curves: one legend entry per run plus keys, in a margin under the axis title."""
+    runs = [_record(f"20250101-17{i:02d}00-efficientnet_lite0-finetune-{i:06d}", "finetune", [0.5 + i / 40, 0.6])
+            for i in range(10)]
+    fig = charts.compare_figure(runs, "acc", include_train=True)
+    names = charts.run_names(runs)
+    assert _legend(fig) == [*names, "val (solid)", "train (dashed)", "best epoch"]
+    assert len({t.line.color for t in _lines(fig)}) == 10  # a colour per run
+    legend, margin = fig.layout.legend, fig.layout.margin
+    assert (legend.yref, legend.yanchor, legend.y) == ("container", "bottom", 0)  # under the plot, not on it
+    assert margin.b >= 50 + charts.LEGEND_ROW_PX * 13  # ticks and "epoch" first, then 13 legend rows
+    assert fig.layout.height == 320 + margin.t + margin.b  # the plot keeps its height; the figure grows
+
+
+def test_accuracy_axis_fits_the_data_unless_asked_for_0_to_100() -> None:
+    high = [_record("20250101-180000-a", "finetune", [0.86, 0.93]), _record("20250101-180100-b", "finetune", [0.9, 0.97])]
+    low, top = charts.compare_figure(high, "acc").layout.yaxis.range
+    assert 0.8 <= low < 0.86 and 0.97 < top <= 1.02
+    assert list(charts.compare_figure(high, "acc", full_range=True).layout.yaxis.range) == [0, 1.02]
+
+
+def test_each_run_s_best_epoch_is_starred_on_both_charts() -> None:
+    for metric, y in (("acc", 0.8), ("loss", 0.7)):
+        stars = [t for t in charts.compare_figure([FE, FT], metric).data if t.mode == "markers" and list(t.x) != [None]]
+        assert [(t.name, list(t.x)) for t in stars] == [
+            ("efficientnet_lite0 + feature_extraction: best epoch", [2]), ("efficientnet_lite0 + finetune: best epoch", [2])]
+        assert stars[0].y[0] == pytest.approx(y) and stars[0].marker.symbol == "star"
+        assert stars[0].marker.color == _lines(charts.compare_figure([FE, FT], metric))[0].line.color
+
+
+def test_summary_names_size_subset_lr_head_and_counts_before_ids() -> None:
+    run = RunRecord("20250101-190000-r", {**FT.config, "image_size": None, "subset": 20, "lr": 1e-4, "head": "mlp",
+                                          "hidden": [256]}, {**FT.status, "num_train": 40, "num_val": 100}, FT.metrics)
+    row = charts.summary_table([run]).iloc[0]
+    assert (row["image size"], row["images per class"], row["lr"], row["head"]) == (224, "20", 1e-4, "mlp 256")
+    assert (row["train images"], row["val images"]) == (40, 100)
+    columns = list(charts.SUMMARY_COLUMNS)
+    assert columns[:5] == ["run", "status", "best val acc", "best epoch", "final val acc"]  # key figures first
+    assert columns[-1] == "run id" and "dataset" in columns
+
+
+def test_curves_show_the_batches_of_the_epoch_in_progress() -> None:
+    fig = charts.curves_figure(FE.metrics[:1], live=[(1.25, 0.9), (1.5, 0.8)])
+    live = [t for t in fig.data if t.name == "train batches (live)"]
+    assert len(live) == 1 and list(live[0].x) == [1.25, 1.5] and list(live[0].y) == [0.9, 0.8]
+    assert fig.layout.legend.yref == "container"  # below the plots, clear of the "epoch" titles
+
+
+def test_result_line_says_1_epoch() -> None:
+    one = {"best_val_acc": 0.5, "best_epoch": 1, "seconds": 3.0, "metrics": FE.metrics[:1]}
+    assert "1 epoch in 3.0 s" in ui.result_line(one) and "1 epochs" not in ui.result_line(one)

@@ -190,6 +190,15 @@ def test_no_class_folders(tmp_path: Path) -> None:
     assert "has no class folders" in message and "one sub-folder per class" in message
 
 
+def test_a_single_class_folder_points_to_its_parent(tmp_path: Path) -> None:
+    """Given `train/cats` (images, no sub-folders), the message names `train`, not `train/cats/cats/1.jpg`."""
+    _touch(tmp_path, "train/cats/1.jpg", "train/cats/2.jpg")
+    message = _error(tmp_path / "train" / "cats")
+    assert "only 2 images: it looks like the folder of one class" in message
+    assert f"(perhaps {(tmp_path / 'train').resolve()})" in message
+    assert "cats/cats" not in message and f"{(tmp_path / 'train' / 'cats').resolve()}/<class>/1.jpg" in message
+
+
 def test_only_one_class(tmp_path: Path) -> None:
     _touch(tmp_path, "cats/1.jpg", "cats/2.jpg")
     message = _error(tmp_path)

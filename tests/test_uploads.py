@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from tlcore import ui
 from tlcore.data import check_data_spec, resolve_data
-from tlcore.uploads import MAX_UPLOAD_BYTES, UploadError, save_upload
+from tlcore.uploads import MAX_UPLOAD_BYTES, UploadError, recent_uploads, save_upload, upload_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,14 +57,28 @@ def test_stores_under_content_hash_in_dest(tmp_path: Path) -> None:
     path = save_upload(data, "My Pets.ZIP", tmp_path / "uploads")
     assert path == tmp_path / "uploads" / f"{hashlib.sha256(data).hexdigest()}.zip"
     assert path.read_bytes() == data
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    # No temp file left behind: the zip and the user's file name beside it, as data.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.with_suffix(".json").name, path.name]
+    assert upload_name(path) == "My Pets.ZIP"
 
 
 def test_same_content_twice_is_one_file(tmp_path: Path) -> None:
     data = _dataset_zip()
     first = save_upload(data, "a.zip", tmp_path)
     second = save_upload(data, "b.zip", tmp_path)
-    assert first == second and len(list(tmp_path.iterdir())) == 1
+    assert first == second and len(list(tmp_path.glob("*.zip"))) == 1
+    assert upload_name(second) == "b.zip"  # the latest name it was uploaded under
+
+
+def test_recent_uploads_are_listed_newest_first_by_their_names(tmp_path: Path) -> None:
+    """After a reload the page offers earlier uploads again, named as the user named them."""
+    older = save_upload(_dataset_zip(per_class=2), "cats vs dogs.zip", tmp_path)
+    newer = save_upload(_dataset_zip(per_class=3), "pets.zip", tmp_path)
+    os.utime(older.with_suffix(".json"), (1, 1))
+    assert recent_uploads(tmp_path) == [(newer, "pets.zip"), (older, "cats vs dogs.zip")]
+    newer.unlink()  # a zip removed by hand is not offered
+    assert recent_uploads(tmp_path) == [(older, "cats vs dogs.zip")]
+    assert upload_name("digits") is None and upload_name(tmp_path / "elsewhere.zip") is None
 
 
 @pytest.mark.parametrize("filename", ["../../evil.zip", "/etc/passwd.zip", "..\\..\\win.zip", "a/b/c.zip"])
@@ -72,7 +87,7 @@ def test_user_file_name_never_becomes_a_path(tmp_path: Path, filename: str) -> N
     path = save_upload(_dataset_zip(), filename, dest)
     assert path.parent == dest
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "out", "out/uploads", f"out/uploads/{path.name}"]
+        "out", "out/uploads", f"out/uploads/{path.stem}.json", f"out/uploads/{path.name}"]
 
 
 @pytest.mark.parametrize(("data", "filename", "says"), [

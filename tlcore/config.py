@@ -85,3 +85,22 @@ class TrainConfig:
         if "hidden" in kwargs:
             kwargs["hidden"] = tuple(kwargs["hidden"] or ())
         return cls(**kwargs)
+
+
+# Learning rates that suit each strategy with Adam. A new head on frozen features (and a
+# network from random weights) learns well at 1e-3; updating pretrained layers at 1e-3 with
+# Adam wrecks them in an epoch (val accuracy 100% at epoch 1, then 85% with rising loss, on
+# cats vs dogs), so every strategy that trains the backbone starts 10x lower, as the README's
+# finetune example and the usual transfer-learning recipes (fastai, Keras) do.
+_ADAM_LR = {"feature_extraction": 1e-3, "scratch": 1e-3, "finetune": 1e-4, "partial": 1e-4,
+            "discriminative": 1e-4, "gradual": 1e-4}
+# Plain SGD (momentum 0.9) takes steps of lr x gradient, not Adam's normalised ones: the usual
+# rates are 10x Adam's (torchvision's transfer-learning tutorial fine-tunes at 1e-3, its
+# classification recipes train heads and from scratch at 1e-2 to 1e-1).
+_SGD_SCALE = 10.0
+
+
+def default_lr(strategy: str, optimizer: str = "adam") -> float:
+    """The learning rate a run of `strategy` with `optimizer` starts from when none is given."""
+    lr = _ADAM_LR.get(strategy, TrainConfig.lr)
+    return lr * _SGD_SCALE if optimizer == "sgd" else lr

@@ -19,12 +19,15 @@ from pathlib import Path, PurePosixPath
 
 from tlcore.images import IMAGE_EXTENSIONS
 
-_TRAIN_NAMES = ("train",)
+# "training/" + "validation/" is as common as "train/" + "val/" (Kaggle, Keras examples); not
+# knowing it would silently make a 2-class dataset of the two splits.
+_TRAIN_NAMES = ("train", "training")
 # In order of preference when several are present.
 _VAL_NAMES = ("val", "valid", "validation", "test")
 _JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 _NOT_IMAGE = "not an image file"
 _SYMLINK = "symlink"
+_LOOSE_IMAGE = "image not inside a class folder"
 
 
 class FolderError(ValueError):
@@ -90,10 +93,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
         train_dirs = _top_level(base, train_dir, skipped)
 
     if not train_dirs:
-        raise FolderError(
-            f"{class_root} has no class folders: put images in one sub-folder per class, "
-            f"e.g. {class_root / 'cats' / '1.jpg'}"
-        )
+        raise FolderError(_no_class_folders(base, class_root, skipped))
 
     train_files = {name: _images_below(base, d, skipped) for name, d in train_dirs.items()}
     for name in sorted(train_files):
@@ -160,7 +160,7 @@ def _top_level(base: Path, folder: Path, skipped: list[tuple[str, str]]) -> dict
             elif entry.is_dir(follow_symlinks=False):
                 dirs[entry.name] = path
             elif _is_image_name(entry.name):
-                skipped.append((_rel(base, path), "image not inside a class folder"))
+                skipped.append((_rel(base, path), _LOOSE_IMAGE))
             else:
                 skipped.append((_rel(base, path), _NOT_IMAGE))
     return dirs
@@ -194,6 +194,20 @@ def _images_below(base: Path, folder: Path, skipped: list[tuple[str, str]]) -> l
             else:
                 skipped.append((_rel(base, Path(entry.path)), _NOT_IMAGE))
     return sorted(images)
+
+
+def _no_class_folders(base: Path, class_root: Path, skipped: list[tuple[str, str]]) -> str:
+    """The message for a folder without class folders, with an example path that fits it."""
+    loose = [path for path, why in skipped if why == _LOOSE_IMAGE]
+    example = class_root / "<class>" / (PurePosixPath(loose[0]).name if loose else "1.jpg")
+    if loose and class_root == base:
+        # Images straight in the folder: most likely one class's folder was given, not the
+        # folder that holds every class's folder (`train/cats` instead of `train`).
+        images = f"{len(loose)} image{'s' if len(loose) > 1 else ''}"
+        return (f"{class_root} has no class folders, only {images}: it looks like the folder of one "
+                f"class. Give the folder that holds one sub-folder per class (perhaps {class_root.parent}), "
+                f"or move the images into one sub-folder per class, e.g. {example}")
+    return f"{class_root} has no class folders: put images in one sub-folder per class, e.g. {example}"
 
 
 def _require_two_classes(

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlcore import backbones
+from tlcore import backbones, bundle
 from tlcore.catalog import backbone_table
-from tlcore.charts import dataset_name, run_name
+from tlcore.charts import dataset_name, epochs_text, run_name, run_names
 from tlcore.config import TrainConfig
 from tlcore.data import check_data_spec
+from tlcore.form import public_message
 from tlcore.images import ImageError, open_image
 from tlcore.predict import Prediction, get_predictor
 from tlcore.runs import ACTIVE, RunRecord, RunStore
-from tlcore.uploads import save_upload, uploads_dir
+from tlcore.uploads import recent_uploads, save_upload, uploads_dir
 from tlcore.weights import WeightsUnavailable
 
 DATA_SOURCES = ("built-in", "folder on this machine", "upload a .zip")
@@ -56,7 +57,7 @@ def image_size_label(size: int | None, backbone: str | None = None) -> str:
 
 
 def dataset_spec(source: str, builtin: str | None = None, folder: str | None = None, upload=None,
-                 dest_dir: str | Path | None = None) -> str:
+                 dest_dir: str | Path | None = None, earlier: str | Path | None = None) -> str:
     """The dataset spec for the chosen source; raises ValueError saying what to do.
 
     Args:
@@ -66,6 +67,7 @@ def dataset_spec(source: str, builtin: str | None = None, folder: str | None = N
         upload: the uploaded zip, anything with `.name` and `.getvalue()` (source "upload a .zip");
             it is stored by `save_upload` under a content-hash name.
         dest_dir: where uploads are stored (default `uploads.uploads_dir()`).
+        earlier: a stored zip from `earlier_uploads()`, used when nothing new is uploaded.
     """
     if source == DATA_SOURCES[0]:
         if not builtin:
@@ -81,10 +83,17 @@ def dataset_spec(source: str, builtin: str | None = None, folder: str | None = N
             raise ValueError(f"{path.name} is a file: give a folder of class folders, or a .zip of one")
         return str(path.resolve())
     if source == DATA_SOURCES[2]:
+        if upload is None and earlier is not None:
+            return str(earlier)
         if upload is None:
             raise ValueError("upload a .zip with one folder of images per class first")
         return str(save_upload(upload.getvalue(), upload.name, dest_dir or uploads_dir()))
     raise ValueError(f"unknown dataset source {source!r}: choose one of {', '.join(DATA_SOURCES)}")
+
+
+def earlier_uploads(dest_dir: str | Path | None = None) -> dict[str, str]:
+    """{stored zip: the user's file name} of the last uploads, newest first, to pick again after a reload."""
+    return {str(path): name for path, name in recent_uploads(dest_dir)}
 
 
 def make_config(**values) -> TrainConfig:
@@ -102,11 +111,23 @@ def live_ids(records: Sequence[RunRecord]) -> list[str]:
     return [r.run_id for r in records if r.state in ACTIVE]
 
 
-def runs_to_show(records: Sequence[RunRecord], active: Sequence[str], limit: int = 4) -> list[RunRecord]:
-    """Every active run, then the newest others, `limit` in all (at least the active ones)."""
+def runs_to_show(records: Sequence[RunRecord], active: Sequence[str], limit: int = 6, show_all: bool = False,
+                 hide_failed: bool = False) -> list[RunRecord]:
+    """The Train page's run cards: running runs on top, then queued ones (next to start first),
+    then the newest others, `limit` of those unless `show_all`; failed runs left out if asked."""
     live = [r for r in records if r.run_id in active or r.state in ACTIVE]
-    rest = [r for r in records if r not in live]
-    return live + rest[: max(limit - len(live), 0)]
+    # Records come newest first; the queue starts the oldest queued run next.
+    running = [r for r in live if r.state == "running"]
+    queued = [r for r in reversed(live) if r.state != "running"]
+    rest = [r for r in records if r not in live and not (hide_failed and r.state == "failed")]
+    return running + queued + (rest if show_all else rest[:limit])
+
+
+def run_labels(records) -> dict[str, str]:
+    """{run id: label} for a set of runs (pass all runs of the folder: then a run's label is
+    the same on every page); see `charts.run_names`."""
+    records = list(records)
+    return dict(zip((r.run_id for r in records), run_names(records), strict=True))
 
 
 def run_time(run_id: str) -> str:
@@ -118,10 +139,30 @@ def run_time(run_id: str) -> str:
         return stamp
 
 
-def run_title(run: RunRecord | dict) -> str:
-    """`efficientnet_lite0 + feature_extraction on digits · 2025-11-25 09:03:12`."""
+def run_title(run: RunRecord | dict, labels: dict[str, str] | None = None) -> str:
+    """The run's label from `labels` (see `run_labels`), else
+    `efficientnet_lite0 + feature_extraction on digits · 2025-11-25 09:03:12`."""
     run_id, config = (run["run_id"], run["config"]) if isinstance(run, dict) else (run.run_id, run.config)
+    if labels and run_id in labels:
+        return labels[run_id]
     return f"{run_name(run)} on {dataset_name(config.get('data'))} · {run_time(run_id)}"
+
+
+def run_details(run: RunRecord | dict) -> str:
+    """What a card says under the label: `digits · 64 px · lr 0.001 · started 2025-11-25 09:03:12`."""
+    run_id, config = (run["run_id"], run["config"]) if isinstance(run, dict) else (run.run_id, run.config)
+    size = config.get("image_size")
+    subset = config.get("subset")
+    parts = [dataset_name(config.get("data")), f"{size} px" if size else "default size",
+             f"{subset} train images/class" if subset else None, f"lr {config.get('lr'):g}" if config.get("lr") else None,
+             f"{config.get('head')} head", f"created {run_time(run_id)}"]
+    return " · ".join(p for p in parts if p)
+
+
+def run_message(snap: dict) -> str:
+    """A run's message (why it failed, that it was cancelled), with uploads named as the user named them."""
+    default = "the run failed: see its log" if snap.get("status") == "failed" else ""
+    return public_message(snap.get("message") or default)
 
 
 def state_badge(state: str) -> str:
@@ -155,6 +196,61 @@ def progress_of(snap: dict) -> tuple[float, str]:
     return min(frac, 1.0), f"epoch {p.get('epoch')}/{epochs} · {phase} batch {p.get('batch')}/{batches}{loss}"
 
 
+def track(trail: list[dict], snap: dict, now: float | None = None, keep: int = 2000) -> list[dict]:
+    """Add the run's latest batch to `trail` (a list the page keeps per run) and return it.
+
+    The page polls every second; the trail of what it saw gives the time left and the batch
+    losses inside the current epoch. Each point: `t` (seconds), `kind` ("features" or
+    "epochs"), `frac` (of that kind, from `progress_of`), `phase`, `x` (epochs as a fraction,
+    e.g. 2.5 half-way through epoch 3) and `loss` (a training batch's, else None).
+    """
+    p = snap.get("progress") or {}
+    if snap.get("status") != "running" or not p.get("phase") or not p.get("batches"):
+        return trail
+    point = {"t": time.time() if now is None else now, "phase": p["phase"],
+             "kind": "features" if p["phase"].startswith("features") else "epochs",
+             "frac": progress_of(snap)[0], "x": p.get("epoch", 1) - 1 + p["batch"] / p["batches"],
+             "loss": p.get("loss") if p["phase"] == "train" else None, "key": (p["phase"], p.get("epoch"), p["batch"])}
+    if not trail or trail[-1]["key"] != point["key"]:
+        trail.append(point)
+        del trail[:-keep]
+    return trail
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 5:
+        return "a few seconds"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def time_left(trail: list[dict], snap: dict, now: float | None = None) -> str:
+    """`about 2 min left` for a running run, from the pace seen in `trail` (see `track`) or,
+    right after a reload, from its finished epochs' durations; "" while there is no telling."""
+    if snap.get("status") != "running" or not trail:
+        return ""
+    now = time.time() if now is None else now
+    last = trail[-1]
+    same = [pt for pt in trail if pt["kind"] == last["kind"]]
+    first = same[0]
+    what = "for the backbone features" if last["kind"] == "features" else "left"
+    if last["frac"] > first["frac"] and last["t"] - first["t"] >= 2:
+        rate = (last["frac"] - first["frac"]) / (last["t"] - first["t"])
+        return f"about {_duration(max(0.0, (1 - last['frac']) / rate - (now - last['t'])))} {what}"
+    seconds = [m["seconds"] for m in snap.get("metrics") or [] if m.get("seconds")]
+    if last["kind"] == "epochs" and seconds:
+        epochs = (snap.get("config") or {}).get("epochs") or 1
+        return f"about {_duration(sum(seconds) / len(seconds) * epochs * (1 - last['frac']))} left"
+    return ""
+
+
+def live_losses(trail: list[dict]) -> list[tuple[float, float]]:
+    """(x in epochs, loss) of the training batches in `trail`, for the curves between epoch ends."""
+    return [(pt["x"], pt["loss"]) for pt in trail if pt["loss"] is not None]
+
+
 def epoch_line(snap: dict) -> str:
     """The last finished epoch's numbers in one line, or '' before the first."""
     metrics = snap.get("metrics") or []
@@ -171,7 +267,7 @@ def result_line(snap: dict) -> str:
     if snap.get("best_val_acc") is not None:
         parts.append(f"best val acc {_pct(snap['best_val_acc'])} at epoch {snap.get('best_epoch')}")
     if snap.get("seconds") is not None:
-        parts.append(f"{len(snap.get('metrics') or [])} epochs in {snap['seconds']:.1f} s")
+        parts.append(f"{epochs_text(len(snap.get('metrics') or []))} in {snap['seconds']:.1f} s")
     if snap.get("num_train"):
         parts.append(f"{snap['num_train']} train / {snap.get('num_val')} val images on {snap.get('device')}")
     if snap.get("skipped"):
@@ -189,6 +285,11 @@ def predictable_runs(records: Sequence[RunRecord], runs_dir: str | Path) -> list
             and (store.path(r.run_id) / "model.safetensors").is_file()]
 
 
+def top_k_limit(class_names: Sequence[str] | None, most: int = 10) -> int:
+    """The most classes worth ranking: `most`, or fewer when the run has fewer classes."""
+    return min(most, len(class_names)) if class_names else most
+
+
 def imagenet_backbones() -> list[str]:
     """Backbones that have a pretrained ImageNet head to predict with."""
     return [n for n in backbones.list_backbones() if backbones.class_names(backbones.get_backbone(n)) is not None]
@@ -200,10 +301,12 @@ class ModelUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """What to predict with: a backbone's ImageNet head, or a finished run."""
+    """What to predict with: a backbone's ImageNet head, a finished run, or an exported bundle."""
 
     backbone: str | None = None
     run_id: str | None = None
+    bundle: str | None = None  # a stored bundle zip (see `bundle_choice`) or folder
+    label: str | None = None  # the bundle's name for messages: the user's file name
 
 
 @dataclass
@@ -227,7 +330,22 @@ class PredictionReport:
     imagenet_note: str | None = None  # why there is no ImageNet top-k beside a run
 
 
+def bundle_choice(upload) -> tuple[ModelChoice, list[str]]:
+    """(choice, class names) for an uploaded bundle zip (`.name`, `.getvalue()`); ModelUnavailable if unusable."""
+    name, data = _read(upload)
+    try:
+        stored = bundle.store_upload(data, name)
+        return ModelChoice(bundle=str(stored), label=name), bundle.open_bundle(stored, name).class_names
+    except bundle.BundleError as exc:
+        raise ModelUnavailable(str(exc)) from None
+
+
 def _load(choice: ModelChoice, runs_dir: str | Path, device: str):
+    if choice.bundle is not None:
+        try:
+            return bundle.cached_predictor(choice.bundle, label=choice.label)
+        except bundle.BundleError as exc:
+            raise ModelUnavailable(str(exc)) from None
     try:
         return get_predictor(backbone=choice.backbone, run_id=choice.run_id, runs_dir=runs_dir, device=device)
     except (ValueError, LookupError, OSError, RuntimeError) as exc:  # RuntimeError: WeightsUnavailable, bad weights
@@ -290,7 +408,7 @@ def predict_uploads(files: Sequence, choice: ModelChoice, k: int = 5, runs_dir: 
         for (i, _, _), top, base in zip(readable, tops, bases, strict=True):
             items[i].top, items[i].error = top.predictions, top.error
             items[i].imagenet = base.predictions if base is not None else None
-    title = predictor.name
+    title = f"your model: {predictor.name}" if choice.bundle else predictor.name
     if choice.run_id is not None:
         config = RunStore(runs_dir).load(choice.run_id).config
         title = f"your run: {config.get('strategy')} on {dataset_name(config.get('data'))}"

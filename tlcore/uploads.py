@@ -1,7 +1,8 @@
 """Dataset zips uploaded through the browser: checked, then stored under a content-hash name.
 
-The user's file name is only ever used in messages: the stored file is `<sha256>.zip` in a
-folder we choose, so no uploaded string can steer a path. Extraction is not done here; the
+The user's file name is only ever used for display: the stored file is `<sha256>.zip` in a
+folder we choose, so no uploaded string can steer a path; the name goes, as data, into
+`<sha256>.json` beside it, so pages show "cats.zip" rather than the hash. Extraction is not done here; the
 engine (`tlcore.data` via `tlcore.archive`) extracts zips safely when a run starts.
 """
 
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 from tlcore import paths
+from tlcore.runs import write_json
 
 # Kept equal to `server.maxUploadSize` in .streamlit/config.toml (1024 MB); checked here too,
 # because the browser's limit is a client setting, not a guarantee.
@@ -81,6 +85,7 @@ def save_upload(data: bytes, filename: str, dest_dir: str | os.PathLike | None =
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{hashlib.sha256(data).hexdigest()}.zip"
     if target.is_file() and target.stat().st_size == len(data):
+        _write_info(target, _display_name(filename))  # the latest name and time: it sorts first
         return target
     # Write beside the target and rename: a reader never sees a half-written zip.
     fd, tmp = tempfile.mkstemp(dir=dest, prefix=".upload-", suffix=".tmp")
@@ -92,5 +97,40 @@ def save_upload(data: bytes, filename: str, dest_dir: str | os.PathLike | None =
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _write_info(target, _display_name(filename))
     return target
 
+
+def _info_path(stored: Path) -> Path:
+    return stored.with_suffix(".json")
+
+
+def _write_info(stored: Path, name: str) -> None:
+    """Record the user's file name and the upload time beside the stored zip, atomically."""
+    write_json(_info_path(stored), {"name": name, "uploaded": time.time()})
+
+
+def upload_name(spec: str | os.PathLike) -> str | None:
+    """The user's file name of a stored upload (a dataset spec), or None if `spec` is not one."""
+    path = Path(spec)
+    if path.suffix.lower() != ".zip":
+        return None
+    try:
+        with open(_info_path(path), encoding="utf-8") as f:
+            name = json.load(f).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _display_name(name) if isinstance(name, str) and name else None
+
+
+def recent_uploads(dest_dir: str | os.PathLike | None = None, limit: int = 10) -> list[tuple[Path, str]]:
+    """(stored zip, user's file name) of the last `limit` uploads still on disk, newest first."""
+    dest = Path(dest_dir) if dest_dir is not None else uploads_dir()
+    found = []
+    for info in dest.glob("*.json") if dest.is_dir() else ():
+        stored = info.with_suffix(".zip")
+        name = upload_name(stored)
+        if name and stored.is_file():
+            found.append((info.stat().st_mtime, stored, name))
+    found.sort(key=lambda row: row[0], reverse=True)
+    return [(stored, name) for _, stored, name in found[:limit]]
