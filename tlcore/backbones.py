@@ -40,6 +40,7 @@ class BackboneSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     imagenet_labels: bool = True
     head_spatial: bool = False  # the head sees a feature map, not a vector (SqueezeNet)
+    cam_layer: str = ""  # dotted path of the last spatial feature layer: Grad-CAM's target
     ignore_keys: tuple[str, ...] = ()  # checkpoint keys the built model does not have
     description: str = ""
     extra: dict = field(default_factory=dict)
@@ -231,7 +232,7 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 # ---- the registry -------------------------------------------------------------------------
 
 
-def _tv(name: str, weights_id: str, head: str, groups, description: str, **kw) -> BackboneSpec:
+def _tv(name: str, weights_id: str, head: str, groups, description: str, cam_layer: str, **kw) -> BackboneSpec:
     w = torchvision.models.get_weight(weights_id)
     t = w.transforms()
 
@@ -250,6 +251,7 @@ def _tv(name: str, weights_id: str, head: str, groups, description: str, **kw) -
             mean=tuple(t.mean),
             std=tuple(t.std),
             description=description,
+            cam_layer=cam_layer,
             extra={"num_params": w.meta["num_params"]},
             ignore_keys=("aux1.", "aux2.") if name == "googlenet" else (),
         )
@@ -262,39 +264,39 @@ def _seq(prefix: str, indices) -> tuple[str, ...]:
 
 _tv("alexnet", "AlexNet_Weights.IMAGENET1K_V1", "classifier.6",
     (("features.0",), ("features.3",), _seq("features", (6, 8, 10)), ("classifier.1", "classifier.4")),
-    "AlexNet (2012), 61M params: the classic, large and inaccurate")
+    "AlexNet (2012), 61M params: the classic, large and inaccurate", "features.12")
 _tv("vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6",
     (_seq("features", (0, 2)), _seq("features", (5, 7)), _seq("features", (10, 12, 14)),
      _seq("features", (17, 19, 21)), _seq("features", (24, 26, 28)), ("classifier.0", "classifier.3")),
-    "VGG16, 138M params: the Keras tutorials' favourite, slow on CPU")
+    "VGG16, 138M params: the Keras tutorials' favourite, slow on CPU", "features.30")
 for _depth, _wid in (("18", "V1"), ("34", "V1"), ("50", "V2")):
     _tv(f"resnet{_depth}", f"ResNet{_depth}_Weights.IMAGENET1K_{_wid}", "fc",
         (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
-        f"ResNet-{_depth}: the PyTorch tutorial's backbone")
+        f"ResNet-{_depth}: the PyTorch tutorial's backbone", "layer4")
 _tv("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", "classifier",
     (("features.conv0", "features.norm0"),
      *((f"features.denseblock{i}", f"features.transition{i}") for i in (1, 2, 3)),
      ("features.denseblock4", "features.norm5")),
-    "DenseNet-121, 8M params, dense connections")
+    "DenseNet-121, 8M params, dense connections", "features")
 _squeeze = _tv("squeezenet1_1", "SqueezeNet1_1_Weights.IMAGENET1K_V1", "classifier",
                (("features.0",), _seq("features", (3, 4)), _seq("features", (6, 7)),
                 _seq("features", (9, 10)), _seq("features", (11, 12))),
-               "SqueezeNet 1.1, 1.2M params, tiny and fast")
+               "SqueezeNet 1.1, 1.2M params, tiny and fast", "features")
 _REGISTRY["squeezenet1_1"] = BackboneSpec(**{**_squeeze.__dict__, "head_spatial": True})
 _tv("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1", "fc",
     (("conv1", "conv2", "conv3"), ("inception3a", "inception3b"),
      ("inception4a", "inception4b", "inception4c"), ("inception4d", "inception4e"),
      ("inception5a", "inception5b")),
-    "GoogLeNet (Inception v1), 6.6M params",
+    "GoogLeNet (Inception v1), 6.6M params", "inception5b",
     aux_logits=False, transform_input=True, init_weights=False)
 _tv("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "classifier.3",
     (("features.0",), _seq("features", (1, 2, 3)), _seq("features", (4, 5, 6)),
      _seq("features", range(7, 13)), _seq("features", (13, 14, 15)), ("features.16", "classifier.0")),
-    "MobileNetV3-Large, 5.5M params, built for phones")
+    "MobileNetV3-Large, 5.5M params, built for phones", "features")
 _tv("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", "classifier.1",
     (("features.0",), _seq("features", (1, 2)), ("features.3",), ("features.4",), ("features.5",),
      ("features.6",), _seq("features", (7, 8))),
-    "EfficientNet-B0, 5.3M params, accurate for its size")
+    "EfficientNet-B0, 5.3M params, accurate for its size", "features")
 
 _lite_stages = lite0.stage_block_ranges()
 register_backbone(
@@ -314,6 +316,7 @@ register_backbone(
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         description="EfficientNet-Lite0, 4.7M params: weights ship with pip, works offline",
+        cam_layer=f"_blocks.{_lite_stages[6][-1]}",  # the last MBConv: nothing after it runs in place on its output
         extra={"num_params": 4_652_008},
     )
 )
@@ -330,5 +333,6 @@ register_backbone(
         std=(0.5, 0.5, 0.5),
         imagenet_labels=False,
         description="a small 3-block CNN trained from scratch: the no-transfer baseline",
+        cam_layer="block3",
     )
 )
