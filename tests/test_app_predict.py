@@ -59,7 +59,8 @@ def test_widgets_and_defaults_without_runs(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("TLCORE_RUNS", str(tmp_path / "no-runs"))
     at = predict_page()
     assert at.radio(key="model_kind").value == "ImageNet head of a backbone"
-    assert at.radio(key="model_kind").disabled  # nothing trained yet
+    # Nothing trained yet: no "finished run" to pick, but an exported model can still be uploaded.
+    assert at.radio(key="model_kind").options == ["ImageNet head of a backbone", "an exported model (.zip)"]
     assert at.selectbox(key="backbone").value == "efficientnet_lite0"
     assert "simple_cnn" not in at.selectbox(key="backbone").options  # no ImageNet head to predict with
     assert at.slider(key="k").value == 5

@@ -9,6 +9,7 @@ only, and each model file must match the SHA-256 that tlcore.json records for it
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -141,15 +142,19 @@ def read_bundle(folder: str | os.PathLike, where: str | None = None) -> Bundle:
 _UNZIP_LOCK = threading.Lock()
 
 
-def open_bundle(source: str | os.PathLike) -> Bundle:
-    """Read a bundle folder, or a bundle zip (extracted safely once, under the cache, by content hash)."""
+def open_bundle(source: str | os.PathLike, label: str | None = None) -> Bundle:
+    """Read a bundle folder, or a bundle zip (extracted safely once, under the cache, by content hash).
+
+    `label` names the bundle in messages (default: the file or folder name).
+    """
     path = Path(source).expanduser()
+    where = label or path.name
     if path.is_dir():
-        return read_bundle(path)
+        return read_bundle(path, where)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle folder or zip: check the path")
     if not zipfile.is_zipfile(path):
-        raise BundleError(f"{path.name}: not a bundle folder or a zip of one: give the folder that "
+        raise BundleError(f"{where}: not a bundle folder or a zip of one: give the folder that "
                           f"`python -m tlcore export` wrote, or the zip from Download model")
     dest = paths.cache_root() / "bundles" / file_digest(path)[:24]
     with _UNZIP_LOCK:
@@ -161,12 +166,12 @@ def open_bundle(source: str | os.PathLike) -> Bundle:
                 (tmp / ".complete").write_text(root.relative_to(tmp.resolve()).as_posix())
                 shutil.rmtree(dest, ignore_errors=True)
                 os.replace(tmp, dest)
-            except ValueError as exc:  # ArchiveError: one line already
-                raise BundleError(str(exc)) from None
+            except ValueError as exc:  # ArchiveError: one line already, naming the zip
+                raise BundleError(str(exc).replace(path.name, where, 1)) from None
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     root = dest / (dest / ".complete").read_text()
-    return read_bundle(root, where=path.name)
+    return read_bundle(root, where)
 
 
 # ---- predicting -------------------------------------------------------------------------------
@@ -235,7 +240,7 @@ def pytorch_predictor(bundle: Bundle, where: str, device: torch.device) -> Predi
     return Predictor(f"{spec.name} bundle", model, spec, bundle.class_names, pre["crop"], device)
 
 
-def load_predictor(source: str | os.PathLike, engine: str = "auto", device: str = "cpu"):
+def load_predictor(source: str | os.PathLike, engine: str = "auto", device: str = "cpu", label: str | None = None):
     """A predictor for a bundle folder or zip: onnxruntime when it has model.onnx ("auto"), else PyTorch.
 
     Raises:
@@ -245,8 +250,8 @@ def load_predictor(source: str | os.PathLike, engine: str = "auto", device: str 
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    bundle = open_bundle(source)
-    where = Path(source).name
+    where = label or Path(source).name
+    bundle = open_bundle(source, where)
     if engine == "auto":
         engine = "onnxruntime" if ONNX_FILE in bundle.files else "pytorch"
     need = ONNX_FILE if engine == "onnxruntime" else WEIGHTS_FILE
@@ -257,3 +262,49 @@ def load_predictor(source: str | os.PathLike, engine: str = "auto", device: str 
     predictor.model_file = need
     predictor.bundle = bundle
     return predictor
+
+
+_CACHE: dict[tuple, object] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_predictor(source: str | os.PathLike, engine: str = "auto", device: str = "cpu", label: str | None = None):
+    """`load_predictor`, kept warm for the last few bundles (keyed by path and modification time)."""
+    path = Path(source).expanduser().resolve()
+    try:
+        key = (str(path), path.stat().st_mtime_ns, engine, device, label)
+    except OSError:
+        return load_predictor(path, engine, device, label)  # raises the one-line BundleError
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    predictor = load_predictor(path, engine, device, label)
+    with _CACHE_LOCK:
+        _CACHE[key] = predictor
+        while len(_CACHE) > 3:
+            del _CACHE[next(iter(_CACHE))]
+    return predictor
+
+
+def store_upload(data: bytes, filename: str) -> Path:
+    """Keep an uploaded bundle zip under the cache, named by its content hash (never by `filename`).
+
+    Raises:
+        BundleError: empty, too large or not a zip; `filename` only appears in the message.
+    """
+    label = Path(str(filename).replace("\\", "/")).name[:100] or "upload"
+    if not data:
+        raise BundleError(f"{label}: the file is empty (0 bytes): upload it again")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{label}: over the {MAX_BUNDLE_BYTES / 2**30:.0f} GiB limit of a model bundle")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise BundleError(f"{label}: not a zip file: upload the zip that Download model gave you")
+    folder = paths.cache_root() / "bundles"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha256(data).hexdigest()}.zip"
+    if not target.is_file():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    return target

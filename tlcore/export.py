@@ -331,6 +331,11 @@ def export_run(run_id: str, runs_dir: str | os.PathLike, out: str | os.PathLike,
 _ZIP_LOCK = threading.Lock()
 
 
+def download_name(run_id: str) -> str:
+    """The file name a downloaded bundle zip gets (and its one top folder, without `.zip`)."""
+    return f"tlcore-{run_id}.zip"
+
+
 def bundle_zip(run_id: str, runs_dir: str | os.PathLike) -> Path:
     """The run's bundle as one zip (`<run>/model-bundle.zip`), built on first use and then reused.
 
@@ -345,7 +350,7 @@ def bundle_zip(run_id: str, runs_dir: str | os.PathLike) -> Path:
             return target
         with tempfile.TemporaryDirectory(dir=folder, prefix=".bundle-") as tmp_name:
             tmp = Path(tmp_name)
-            top = f"tlcore-{run_id}"
+            top = download_name(run_id).removesuffix(".zip")
             export_run(run_id, runs_dir, tmp / top)
             packed = tmp / "bundle.zip"
             # Stored, not deflated: float weights barely compress and the zip builds in a blink.
