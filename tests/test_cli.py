@@ -71,7 +71,8 @@ def test_predict_json_with_a_run(trained, tmp_path: Path, png_bytes) -> None:
     runs, result = trained
     image = tmp_path / "coffee.png"
     image.write_bytes(png_bytes("coffee"))
-    proc = tlcore("predict", str(image), "--run", result["run_id"], "--runs-dir", str(runs), "--topk", "3",
+    # Any unique prefix of the id will do: here its date and time, as `runs` lists it.
+    proc = tlcore("predict", str(image), "--run", result["run_id"][:15], "--runs-dir", str(runs), "--topk", "3",
                   "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
     [entry] = json.loads(proc.stdout)
@@ -119,3 +120,35 @@ def test_bad_arguments_exit_2_with_one_line_saying_what_is_valid(args, must_name
     [line] = err.strip().splitlines()
     for name in must_name:
         assert name in line
+
+
+def test_a_run_id_prefix_picks_the_one_run_or_lists_the_matches(tmp_path: Path, capsys) -> None:
+    from tlcore.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    ids = ["20261127-054706-resnet18-finetune-aaaaaa", "20261127-054706-resnet18-scratch-bbbbbb",
+           "20261127-060000-simple_cnn-scratch-cccccc"]
+    for run_id in ids:
+        store.create(run_id, {"backbone": "simple_cnn", "strategy": "scratch", "data": "digits"})
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    # Unique: resolved to the full id (this run has no weights, which the message then says).
+    code, err = _run_main(["predict", "x.png", "--run", "20261127-06", *runs], capsys)
+    assert code == 2 and f"run {ids[2]} has no" in err
+    # Ambiguous: exit 2 naming every match.
+    code, err = _run_main(["predict", "x.png", "--run", "20261127-054706", *runs], capsys)
+    assert code == 2 and "matches 2 runs" in err and ids[0] in err and ids[1] in err and ids[2] not in err
+    code, err = _run_main(["predict", "x.png", "--run", "2025", *runs], capsys)
+    assert code == 2 and "no run id starts with '2025'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_learning_rate_defaults_per_strategy_and_optimizer() -> None:
+    from tlcore.cli import _config_from_args, build_parser
+    from tlcore.config import default_lr
+
+    def lr(*args: str) -> float:
+        return _config_from_args(build_parser().parse_args(["train", *args])).lr
+
+    assert lr() == default_lr("feature_extraction") == 1e-3
+    assert lr("--strategy", "finetune") == default_lr("finetune") == 1e-4
+    assert lr("--strategy", "finetune", "--optimizer", "sgd") == pytest.approx(1e-3)
+    assert lr("--strategy", "finetune", "--lr", "0.05") == 0.05

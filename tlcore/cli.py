@@ -11,7 +11,7 @@ import json
 import sys
 
 from tlcore import backbones
-from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
 from tlcore.heads import HEAD_KINDS
 from tlcore.paths import runs_root
@@ -38,7 +38,9 @@ def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--data", default=d.data, help=f"{', '.join(BUILTIN)}, a folder of class folders, or a .zip")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: per strategy and optimizer, e.g. 1e-3 for feature_extraction, "
+                        "1e-4 for finetune with adam)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
     p.add_argument("--head", default=d.head, choices=HEAD_KINDS)
@@ -117,7 +119,8 @@ def cmd_backbones(args) -> int:
 def _config_from_args(args) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, data=args.data, strategy=args.strategy, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
+        batch_size=args.batch_size, lr=default_lr(args.strategy, args.optimizer) if args.lr is None else args.lr,
+        optimizer=args.optimizer, schedule=args.schedule,
         head=args.head, hidden=tuple(args.hidden), augment=args.augment, image_size=args.image_size,
         seed=args.seed, device=args.device, subset=args.subset, val_fraction=args.val_fraction,
         unfreeze_groups=args.unfreeze_groups, lr_factor=args.lr_factor, head_epochs=args.head_epochs,
@@ -253,7 +256,23 @@ def cmd_sweep(args) -> int:
                                                                 strategy=d.strategy)))
 
 
+def _resolve_run_id(args) -> str | None:
+    """Turn a unique prefix of a run id (`--run 20261127-0547`) into the id; None if ambiguous or unknown
+    (after printing which runs match, or how to list them)."""
+    from tlcore.runs import AmbiguousRun, RunNotFound, RunStore
+
+    try:
+        return RunStore(getattr(args, "runs_dir", None) or runs_root()).find(args.run_id)
+    except (RunNotFound, AmbiguousRun) as exc:
+        _usage_error(str(exc))
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run_id", None):  # every command that takes a run accepts a unique prefix of its id
+        args.run_id = _resolve_run_id(args)
+        if args.run_id is None:
+            return 2
     return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs,
             "export": cmd_export, "sweep": cmd_sweep}[args.command](args)
