@@ -106,3 +106,22 @@ def test_models_that_cannot_load_say_why(runs_dir: Path) -> None:
         ui.predict_uploads([], ui.ModelChoice(backbone="simple_cnn"), runs_dir=runs_dir)
     with pytest.raises(ui.ModelUnavailable, match="Pick another run"):
         ui.predict_uploads([], ui.ModelChoice(run_id="20250101-000000-gone"), runs_dir=runs_dir)
+
+
+def test_top_k_goes_up_to_the_run_s_class_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-class run offers Top k 1-2, not 1-10, and its whole label is shown."""
+    from tlcore.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    run_id = "20260101-000000-simple_cnn-scratch-aaaaaa"
+    store.create(run_id, {"backbone": "simple_cnn", "strategy": "scratch", "data": "digits"})
+    store.write_status(run_id, {"status": "finished", "created": 1.0})
+    store.write_classes(run_id, ["cats", "dogs"])
+    (store.path(run_id) / "model.safetensors").write_bytes(b"")  # never loaded: no image is uploaded
+    monkeypatch.setenv("TLCORE_RUNS", str(tmp_path / "runs"))
+    at = predict_page()
+    assert at.slider(key="k").max == 10  # an ImageNet head: 1000 classes
+    at.radio(key="model_kind").set_value("a finished run").run()
+    assert not at.exception
+    assert (at.slider(key="k").max, at.slider(key="k").value) == (2, 2)
+    assert any(c.value.startswith("simple_cnn + scratch · digits") for c in at.caption)

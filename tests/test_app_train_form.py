@@ -1,0 +1,149 @@
+"""AppTest tests of the Train page for what trips a new user up (issue 9): defaults, advanced
+settings, checks before queueing, earlier uploads, and managing the list of runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tlcore.jobs import get_manager
+from tlcore.runs import RunStore
+from tlcore.uploads import save_upload
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/1_Train.py"
+
+
+@pytest.fixture
+def runs_dir(tl_env) -> Path:
+    return tl_env.runs
+
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def text(at: AppTest) -> str:
+    return " ".join(m.value for m in [*at.markdown, *at.caption])
+
+
+def fake_runs(runs_dir: Path, states: list[str]) -> list[str]:
+    """Runs on disk, oldest first, in the given end states (no training: only their files)."""
+    store, ids = RunStore(runs_dir), []
+    for i, state in enumerate(states):
+        run_id = f"20260101-0000{i:02d}-simple_cnn-scratch-{i:06d}"
+        store.create(run_id, {"backbone": "simple_cnn", "strategy": "scratch", "data": "digits", "lr": 1e-3 * (i + 1)})
+        store.write_status(run_id, {"status": state, "created": 1000.0 + i,
+                                    "message": "boom" if state == "failed" else None})
+        ids.append(run_id)
+    return ids
+
+
+def test_the_learning_rate_follows_the_strategy_and_optimizer(runs_dir: Path) -> None:
+    at = train_page()
+    assert at.number_input(key="lr").value == pytest.approx(1e-3)
+    at.selectbox(key="strategy").set_value("finetune").run()
+    assert at.number_input(key="lr").value == pytest.approx(1e-4)
+    assert "default for finetune with adam: 0.0001" in at.number_input(key="lr").help
+    at.selectbox(key="optimizer").set_value("sgd").run()
+    assert at.number_input(key="lr").value == pytest.approx(1e-3)
+    assert not at.exception and not at.warning  # no "value set via Session State" warning
+
+
+def test_advanced_settings_appear_where_they_apply_and_reach_the_run(runs_dir: Path) -> None:
+    at = train_page()
+    keys = {w.key for w in [*at.number_input, *at.text_input, *at.slider]}
+    assert {"val_fraction", "weight_decay"} <= keys and not keys & {"unfreeze_groups", "hidden", "lr_factor"}
+    at.selectbox(key="backbone").set_value("simple_cnn")
+    at.selectbox(key="strategy").set_value("partial")
+    at.selectbox(key="head").set_value("mlp").run()
+    at.number_input(key="unfreeze_groups").set_value(1)
+    at.text_input(key="hidden").input("32-16")
+    at.slider(key="val_fraction").set_value(0.3)
+    at.number_input(key="weight_decay").set_value(0.01)
+    for key, value in (("subset", 3), ("epochs", 1), ("image_size", 32)):
+        (at.number_input if key != "image_size" else at.selectbox)(key=key).set_value(value)
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (record,) = get_manager(runs_dir).list_runs()
+    config = record.config
+    assert (config["unfreeze_groups"], config["hidden"], config["val_fraction"], config["weight_decay"]) == (
+        1, [32, 16], 0.3, 0.01)
+    assert config["lr"] == pytest.approx(1e-4)  # partial's default
+    assert get_manager(runs_dir).wait(record.run_id, timeout=120)
+
+
+def test_a_folder_without_class_folders_is_refused_before_queueing(runs_dir: Path, tmp_path: Path,
+                                                                   make_class_folders) -> None:
+    make_class_folders(tmp_path / "train", per_class=2, classes=("cat",))
+    at = train_page()
+    at.radio(key="data_source").set_value("folder on this machine").run()
+    at.text_input(key="data_folder").input(str(tmp_path / "train" / "cat"))
+    at.button(key="start").click().run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "has no class folders, only 2 images" in message and f"perhaps {(tmp_path / 'train').resolve()}" in message
+    assert not get_manager(runs_dir).list_runs()
+
+
+def test_earlier_uploads_are_offered_by_name_and_checked_like_new_ones(runs_dir: Path, tmp_path: Path,
+                                                                        make_zip, make_class_folders) -> None:
+    make_class_folders(tmp_path / "flat" / "x", per_class=2, classes=("cat",))
+    flat = save_upload(make_zip(tmp_path / "flat" / "x" / "cat", tmp_path / "flat.zip").read_bytes(), "flat photos.zip")
+    at = train_page()
+    at.radio(key="data_source").set_value("upload a .zip").run()
+    picker = at.selectbox(key="earlier_zip")
+    assert picker.value == str(flat) and picker.format_func(picker.value) == "flat photos.zip"
+    at.button(key="start").click().run()
+    message = at.error[0].value
+    assert "flat photos.zip/cat has no class folders" in message
+    assert "extracted" not in message and flat.stem[:16] not in message
+    assert not get_manager(runs_dir).list_runs()
+
+
+def test_a_backbone_without_weights_offline_is_flagged_and_not_queued(runs_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLCORE_OFFLINE", "1")
+    at = train_page()
+    at.selectbox(key="backbone").set_value("resnet18")
+    at.selectbox(key="strategy").set_value("finetune").run()
+    assert "resnet18's pretrained weights are not on this machine" in at.warning[0].value
+    at.button(key="start").click().run()
+    assert "there is no network: put resnet18-f37072fd.pth in" in at.error[0].value
+    assert not get_manager(runs_dir).list_runs()
+    at.selectbox(key="strategy").set_value("scratch").run()
+    assert not at.warning
+
+
+def test_run_list_shows_recent_runs_hides_failed_and_shows_all(runs_dir: Path) -> None:
+    ids = fake_runs(runs_dir, ["finished"] * 6 + ["failed", "finished", "failed"])
+    at = train_page()
+    shown = [rid for rid in ids if any(w.key == f"name_{rid}" for w in at.text_input)]
+    assert shown == ids[3:]  # the 6 newest, failed ones included
+    assert "3 older or failed runs not shown" in text(at)
+    at.toggle(key="hide_failed").set_value(True).run()
+    shown = [rid for rid in ids if any(w.key == f"name_{rid}" for w in at.text_input)]
+    assert shown == [ids[i] for i in (1, 2, 3, 4, 5, 7)] and "boom" not in [e.value for e in at.error]
+    at.toggle(key="show_all").set_value(True).run()
+    assert len([w for w in at.text_input if w.key.startswith("name_")]) == 7
+
+
+def test_rename_then_delete_with_a_confirmation(runs_dir: Path) -> None:
+    keep, doomed = fake_runs(runs_dir, ["finished", "finished"])
+    at = train_page()
+    at.text_input(key=f"name_{keep}").input("my baseline")
+    at.button(key=f"rename_{keep}").click().run()
+    assert RunStore(runs_dir).load(keep).name == "my baseline" and "**my baseline**" in text(at)
+    at.button(key=f"delete_{doomed}").click().run()
+    assert "cannot be undone" in at.warning[0].value and (runs_dir / doomed).is_dir()  # asked, not done
+    at.button(key=f"delete_no_{doomed}").click().run()
+    assert (runs_dir / doomed).is_dir() and not at.warning
+    at.button(key=f"delete_{doomed}").click().run()
+    at.button(key=f"delete_yes_{doomed}").click().run()
+    assert not at.exception and not (runs_dir / doomed).exists()
+    assert [r.run_id for r in RunStore(runs_dir).list()] == [keep]
