@@ -419,3 +419,27 @@ def _full_state(model: nn.Module, head: nn.Module, best_state, head_only: bool) 
     else:
         model.load_state_dict(best_state)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+# ---- train's own steps, for the LR finder (lr_find.py) ------------------------------------
+
+
+def make_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer a run with `cfg` trains with, over per-group settings from a strategy."""
+    return _optimizer(cfg, groups)
+
+
+def cached_train_features(cfg: TrainConfig, model: nn.Module, source: DataSource, emit: Emit,
+                          stop: threading.Event | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split's head inputs and labels from the feature cache (computed on a miss),
+    exactly as a feature-extraction run of `cfg` gets them."""
+    spec = backbones.get_backbone(cfg.backbone)
+    device = next(model.parameters()).device
+    run = _Run(cfg, spec, device, emit, stop or threading.Event(), torch.Generator().manual_seed(cfg.seed))
+    resize, crop = spec.preprocessing(cfg.image_size)
+    make_batch = BatchMaker(crop, spec.mean, spec.std, device, memory_format(device))
+    try:
+        tensors = _features(run, model, source, resize, crop, make_batch)[0]
+    except _StopNow:
+        raise Cancelled(TrainResult({"epochs": 0}, None)) from None
+    return tensors["train_x"], tensors["train_y"]
