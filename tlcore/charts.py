@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from tlcore.backbones import get_backbone
+from tlcore.builder import built_name
 from tlcore.runs import RunRecord
 from tlcore.uploads import upload_name
 
@@ -119,10 +120,10 @@ def run_names(runs: Sequence[RunRecord | dict]) -> list[str]:
 
 def dataset_name(spec: str | None) -> str:
     """A dataset spec for display: built-in names as they are, uploads by the user's file name,
-    other paths by their last part."""
+    datasets built on the Train page by the user's name, other paths by their last part."""
     if not spec:
         return "?"
-    return upload_name(spec) or (Path(spec).name if ("/" in spec or "\\" in spec) else spec)
+    return upload_name(spec) or built_name(spec) or (Path(spec).name if ("/" in spec or "\\" in spec) else spec)
 
 
 def _column(metrics: list[dict], key: str) -> tuple[list, list]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlcore import backbones, bundle
+from tlcore import backbones, builder, bundle
 from tlcore.catalog import backbone_table
 from tlcore.charts import dataset_name, epochs_text, run_name, run_names
 from tlcore.config import TrainConfig
@@ -25,7 +25,7 @@ from tlcore.runs import ACTIVE, RunRecord, RunStore
 from tlcore.uploads import recent_uploads, save_upload, uploads_dir
 from tlcore.weights import WeightsUnavailable
 
-DATA_SOURCES = ("built-in", "folder on this machine", "upload a .zip")
+DATA_SOURCES = ("built-in", "folder on this machine", "upload a .zip", "build it here")
 IMAGE_SIZES = (None, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384)
 BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256)
 IMAGE_TYPES = ("jpg", "jpeg", "png", "gif", "webp", "bmp")
@@ -57,7 +57,8 @@ def image_size_label(size: int | None, backbone: str | None = None) -> str:
 
 
 def dataset_spec(source: str, builtin: str | None = None, folder: str | None = None, upload=None,
-                 dest_dir: str | Path | None = None, earlier: str | Path | None = None) -> str:
+                 dest_dir: str | Path | None = None, earlier: str | Path | None = None,
+                 built: str | None = None) -> str:
     """The dataset spec for the chosen source; raises ValueError saying what to do.
 
     Args:
@@ -68,6 +69,7 @@ def dataset_spec(source: str, builtin: str | None = None, folder: str | None = N
             it is stored by `save_upload` under a content-hash name.
         dest_dir: where uploads are stored (default `uploads.uploads_dir()`).
         earlier: a stored zip from `earlier_uploads()`, used when nothing new is uploaded.
+        built: the id of a dataset built on the page (source "build it here"; see `tlcore.builder`).
     """
     if source == DATA_SOURCES[0]:
         if not builtin:
@@ -88,6 +90,10 @@ def dataset_spec(source: str, builtin: str | None = None, folder: str | None = N
         if upload is None:
             raise ValueError("upload a .zip with one folder of images per class first")
         return str(save_upload(upload.getvalue(), upload.name, dest_dir or uploads_dir()))
+    if source == DATA_SOURCES[3]:
+        if not built:
+            raise ValueError("create a dataset first: name it, add classes, then add images to each")
+        return builder.trainable_spec(built)
     raise ValueError(f"unknown dataset source {source!r}: choose one of {', '.join(DATA_SOURCES)}")
 
 
