@@ -3,10 +3,11 @@
 import streamlit as st
 
 from tlcore import build_form as bf
-from tlcore import builder, export, form, ui
+from tlcore import builder, experiment_views, export, form, ui
 from tlcore.charts import curves_figure
 from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
+from tlcore.experiments import cancel_experiment, progress, start_experiment
 from tlcore.heads import HEAD_KINDS
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
@@ -129,21 +130,69 @@ with right:
                                                     key="weight_decay"),
         }
         extra = {name: advanced[name]() for name in shown}
+    def settings(backbone: str, strategy: str) -> TrainConfig:
+        """The form's settings for one backbone and strategy (the dataset located, not yet scanned)."""
+        data = ui.dataset_spec(source, builtin, folder, upload, earlier=earlier, built=built)
+        return ui.make_config(backbone=backbone, data=data, strategy=strategy, epochs=int(epochs),
+                              batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, head=head,
+                              augment=augment, image_size=image_size, seed=int(seed),
+                              subset=int(subset) if subset else None, **form.advanced_values(shown, extra))
+
     if st.button("Start training", type="primary", key="start"):
         try:
             with st.spinner("Checking the dataset..."):
-                data = ui.dataset_spec(source, builtin, folder, upload, earlier=earlier, built=built)
-                cfg = ui.make_config(backbone=backbone, data=data, strategy=strategy, epochs=int(epochs),
-                                     batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, head=head,
-                                     augment=augment, image_size=image_size, seed=int(seed),
-                                     subset=int(subset) if subset else None, **form.advanced_values(shown, extra))
+                cfg = settings(backbone, strategy)
                 form.check_weights(backbone, strategy)
                 found = form.check_dataset(cfg.data, cfg.val_fraction, cfg.subset, cfg.seed)
             st.success(f"Queued run {jobs.submit(cfg)}{f' on {found}' if found else ''}: it trains in the background,"
                        " watch it below.")
         except ValueError as exc:
             st.error(f"Cannot start: {exc}")
+    with st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:"):
+        st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
+                   f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
+                   "other strategies get their defaults.")
+        e1, e2, e3 = st.columns([2, 2, 1])
+        exp_strategies = e1.multiselect("Strategies", list(STRATEGIES), default=[strategy], key="exp_strategies")
+        exp_backbones = e2.multiselect("Backbones", list(rows), default=[backbone], key="exp_backbones")
+        exp_seeds = e3.number_input("Seeds", 1, 20, 3, key="exp_seeds", help="runs per strategy and backbone")
+        if st.button("Plan experiment", key="exp_plan"):
+            st.session_state.exp_planned = None
+            try:
+                with st.spinner("Counting images..."):
+                    for b, s in ((b, s) for b in exp_backbones for s in exp_strategies):
+                        form.check_weights(b, s)
+                    lrs = experiment_views.strategy_lrs(exp_strategies, strategy, lr, optimizer)
+                    st.session_state.exp_planned = experiment_views.plan(
+                        settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
+                        jobs.list_runs())
+            except ValueError as exc:
+                st.error(f"Cannot plan: {exc}")
+        if planned := st.session_state.get("exp_planned"):
+            st.info(f"This queues {planned.text}.")
+            if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):
+                record = start_experiment(jobs, planned.base, planned.grid)
+                st.session_state.exp_planned = None
+                st.success(f"Queued experiment {record['experiment_id']}: follow it below, then see it on Compare.")
 
+experiments_live = experiment_views.live_experiments(jobs.store.root)
+
+
+@st.fragment(run_every=1.0 if experiments_live else None)
+def experiments_panel() -> None:
+    """Each running experiment: run k of n, the current run's live curves, and a cancel button."""
+    for record in experiment_views.live_experiments(jobs.store.root):
+        with st.container(border=True):
+            st.markdown(f"**Experiment** {experiment_views.experiment_label(record)}")
+            st.progress(*experiment_views.progress_line(record))
+            current = progress(record)["current_run"]
+            if current and (metrics := jobs.snapshot(current).get("metrics")):
+                st.plotly_chart(curves_figure(metrics), theme="streamlit", key=f"exp_curves_{record['experiment_id']}")
+            if st.button("Cancel experiment", key=f"cancel_{record['experiment_id']}"):
+                cancel_experiment(jobs, record["experiment_id"])
+
+
+experiments_panel()
 title_col, all_col, failed_col = st.columns([4, 1, 1], vertical_alignment="bottom")
 title_col.subheader("Runs")
 show_all = all_col.toggle("Show all runs", key="show_all")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from tlcore import charts, ui
+from tlcore import charts, experiment_report, experiment_views, ui
+from tlcore.experiments import ExperimentStore
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
 
@@ -17,6 +18,42 @@ records = {r.run_id: r for r in manager(str(runs_root().resolve())).list_runs()}
 if not records:
     st.info("No runs yet: train a few on the Train page, then come back to compare them.")
     st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+
+def experiment_view(experiments: dict[str, dict]) -> None:
+    """One experiment: each cell's mean curve with a ± std band, the ranked table and the verdict."""
+    exp_id = st.selectbox("Experiment", list(experiments), key="experiment",
+                          format_func=lambda eid: experiment_views.experiment_label(experiments[eid]))
+    store = ExperimentStore(runs_root().resolve())
+    groups = experiment_report.groups_of(store.runs, experiments[exp_id])
+    names, best = [g["name"] for g in groups], experiment_report.best_two(groups)
+    pick = None
+    if len(best) == 2:
+        a_col, b_col = st.columns(2)
+        pick = (a_col.selectbox("Compare", names, names.index(best[0]), key="cell_a"),
+                b_col.selectbox("with", names, names.index(best[1]), key="cell_b"))
+    with st.spinner("Comparing on the same validation images..."):
+        result = experiment_report.report(store.runs.root, exp_id, pick=pick)
+    st.markdown(f"**Verdict:** {result['verdict']}")
+    acc_col, loss_col = st.columns(2)
+    for col, metric in ((acc_col, "acc"), (loss_col, "loss")):
+        col.plotly_chart(experiment_views.band_figure(store.runs, groups, metric), theme="streamlit",
+                         key=f"band_{metric}")
+    summary, seeds = experiment_views.summary_frame(groups), experiment_views.seeds_frame(store.runs, groups)
+    st.dataframe(summary.drop(columns=["best val acc mean", "best val acc std"]), hide_index=True,
+                 key="experiment_summary")
+    st.download_button("Download cells (CSV)", charts.to_csv(summary), f"{exp_id}-cells.csv", "text/csv",
+                       key="download_cells", on_click="ignore")
+    st.dataframe(seeds, hide_index=True, key="experiment_seeds")
+    st.download_button("Download runs (CSV)", charts.to_csv(seeds), f"{exp_id}-runs.csv", "text/csv",
+                       key="download_seed_runs", on_click="ignore")
+
+
+experiments = {e["experiment_id"]: e for e in ExperimentStore(runs_root().resolve()).list()}
+if experiments and st.radio("Compare", ("Runs", "An experiment"), horizontal=True, key="compare_what",
+                            label_visibility="collapsed") == "An experiment":
+    experiment_view(experiments)
     st.stop()
 
 labels = ui.run_labels(records.values())  # one label per run, the same on every page

@@ -87,9 +87,11 @@ def report(runs_dir, experiment_id: str, pick: tuple[str, str] | None = None,
             raise ValueError(f"no cell {unknown[0]!r} in {experiment_id}: choose from {', '.join(by_name)}")
         pair = [by_name[pick[0]], by_name[pick[1]]]
     else:
-        pair = sorted((g for g in groups if g["n"]), key=lambda g: g["rank"])[:2]
+        pair = [by_name[name] for name in best_two(groups)]
     comparison, verdict = None, _no_verdict(groups)
-    if len(pair) == 2 and all(g["n"] for g in pair) and pair[0] is not pair[1]:
+    if len(pair) == 2 and pair[0] is pair[1]:
+        verdict = "pick two different cells to compare"
+    elif len(pair) == 2 and all(g["n"] for g in pair):
         comparison = compare_groups(store.runs, pair[0], pair[1], resamples)
         verdict = comparison.verdict if comparison else "these runs saved no per-image results: run them again"
     return {"experiment_id": experiment_id, "status": record["status"], "record": record, "groups": groups,
@@ -101,3 +103,8 @@ def _no_verdict(groups: list[dict]) -> str:
     if len(groups) < 2:
         return "one cell only: nothing to compare"
     return f"{len(done)} of {len(groups)} cells have a finished run so far: no comparison yet"
+
+
+def best_two(groups: list[dict]) -> list[str]:
+    """Names of the two best-ranked cells with a finished run (fewer if there are fewer)."""
+    return [g["name"] for g in sorted((g for g in groups if g["n"]), key=lambda g: g["rank"])[:2]]
