@@ -3,11 +3,14 @@
 One test walks the main flow a person takes: train a short run on the Train page and watch its
 curves, see it on Compare, then get the top-k of a cat photo on Predict from that run and from
 its backbone's ImageNet head. It saves a screenshot of each page (`TLCORE_SCREENSHOTS=<folder>`
-copies them there too). Without Chromium or Playwright it skips and says why.
+copies them there too). Chromium is found as `.ci/run` finds it: `$TLCORE_CHROMIUM`, else
+`chromium` on the PATH. Without it or Playwright the test skips and says why, except under CI
+(`$CI` set), where it fails: a green CI run has driven a real browser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -29,9 +32,9 @@ try:  # CI installs Playwright; without it the test skips (see `browser_page`)
     from playwright.sync_api import expect, sync_playwright
 except ImportError:
     expect = sync_playwright = None
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-quic", "--disable-sync"]
 CATS = ("tabby", "tiger cat", "Egyptian cat")
@@ -52,6 +55,18 @@ class AppServer:
     def log(self) -> str:
         """What the server printed so far (stdout and stderr together)."""
         return self.log_path.read_text(errors="replace")
+
+
+def find_chromium() -> str | None:
+    """The browser `.ci/run` finds (and installs when missing): `$TLCORE_CHROMIUM`, else `chromium` on the PATH."""
+    return os.environ.get("TLCORE_CHROMIUM") or shutil.which("chromium")
+
+
+def _cannot_run(reason: str) -> None:
+    """Skip locally; under CI fail, so that a green CI run means the browser test ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the browser test must run there)")
+    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -112,20 +127,28 @@ def app_server(tl_env, tmp_path: Path) -> Iterator[AppServer]:
 
 @pytest.fixture
 def browser_page(tmp_path: Path):
-    """A Chromium page (Debian's browser, headless), skipping when it or Playwright is missing."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium to run the browser test")
+    """A Chromium page (Debian's browser, headless); see `_cannot_run` for when it or Playwright is missing."""
+    chromium = find_chromium()
+    if chromium is None:
+        _cannot_run("no chromium on the PATH and no $TLCORE_CHROMIUM: apt-get install -y chromium "
+                    "(or bash .ci/run) to run the browser test")
     if sync_playwright is None:
-        pytest.skip("playwright is not installed: pip install playwright to run the browser test")
+        _cannot_run("playwright is not installed: pip install playwright to run the browser test")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             # Tall enough that each page fits without scrolling: Streamlit scrolls its main
             # block, not the document, so a "full page" screenshot is only the viewport.
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.set_default_timeout(TIMEOUT_MS)
+
+            def remember(ws) -> None:  # the app's latest connection (see `_rerun`)
+                _SOCKETS[page] = ws
+
+            page.on("websocket", remember)
             yield page
         finally:
+            _SOCKETS.clear()
             browser.close()
 
 
@@ -145,9 +168,28 @@ def _widget(page, key: str):
     return page.locator(f".st-key-{key}")
 
 
+_SOCKETS: dict = {}  # page -> the websocket Streamlit talks to it over
+
+
+def _full_run_finished(payload: str | bytes) -> bool:
+    """Whether a message from the server says a whole script run (not a fragment's) ended."""
+    if isinstance(payload, str):
+        return False
+    msg = ForwardMsg.FromString(payload)
+    return msg.WhichOneof("type") == "script_finished" and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
+
+
+@contextlib.contextmanager
+def _rerun(page):
+    """Around an interaction: wait until the script run it starts has finished (the server says so)."""
+    with _SOCKETS[page].expect_event("framereceived", predicate=_full_run_finished):
+        yield
+    _wait_idle(page)
+
+
 def _wait_idle(page) -> None:
-    """Until the script run that the last interaction started has ended."""
-    page.wait_for_timeout(300)  # let the rerun request reach the server first
+    """Until no script run is going on (call it once the page shows what the last run draws)."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
 
 
@@ -158,15 +200,15 @@ def _combobox(page, key: str):
 
 def _select(page, key: str, option: str) -> None:
     _combobox(page, key).click()
-    page.get_by_role("option", name=option, exact=True).click()
-    _wait_idle(page)
+    with _rerun(page):
+        page.get_by_role("option", name=option, exact=True).click()
 
 
 def _type_number(page, key: str, value: int) -> None:
     field = _widget(page, key).locator("input")
     field.fill(str(value))
-    field.press("Enter")  # Streamlit sends a number input's value on Enter or blur
-    _wait_idle(page)
+    with _rerun(page):
+        field.press("Enter")  # Streamlit sends a number input's value on Enter or blur
 
 
 def _plotly_charts(page, within=None):
@@ -193,12 +235,32 @@ def _screenshot(page, path: Path) -> Path:
 
 
 def _open_page(page, title: str) -> None:
-    """Follow the sidebar's link to a page and wait for its title."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
-    _wait_idle(page)
+    """Follow the sidebar's link to a page and wait for its run to finish."""
+    with _rerun(page):
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
 
 
-# ---- the test ----------------------------------------------------------------------------------
+# ---- the tests ---------------------------------------------------------------------------------
+
+
+def test_chromium_is_found_as_ci_finds_it_and_ci_fails_instead_of_skipping(monkeypatch, tmp_path: Path) -> None:
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("TLCORE_CHROMIUM", raising=False)
+    assert find_chromium() == str(fake)
+    monkeypatch.setenv("TLCORE_CHROMIUM", "/opt/browsers/chromium")
+    assert find_chromium() == "/opt/browsers/chromium"
+    ci_script = (REPO / ".ci" / "run").read_text()
+    assert '"${TLCORE_CHROMIUM:-}"' in ci_script and "command -v chromium" in ci_script
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        _cannot_run("no chromium here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        _cannot_run("no chromium here")
+
 
 
 def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, cat_jpeg: Path,
