@@ -74,9 +74,7 @@ def test_valley_picks_the_bottom_part_of_the_longest_descent() -> None:
     assert 1e-4 < suggestion < 1e-2
 
 
-def test_suggestion_on_digits_trains_to_a_sensible_accuracy(run_training) -> None:
-    from tests.conftest import tiny_config
-
+def test_suggestion_on_digits_trains_to_a_sensible_accuracy(run_training, tiny_config) -> None:
     small = {"backbone": "efficientnet_lite0", "strategy": "feature_extraction", "image_size": 64,
              "subset": 30, "epochs": 5}
     found = lr_find(tiny_config(**small))

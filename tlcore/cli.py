@@ -1,4 +1,4 @@
-"""Command line: `python -m tlcore backbones | train | sweep | predict | runs | export`.
+"""Command line: `python -m tlcore backbones | train | sweep | predict | runs | export | report | lr-find`.
 
 Bad arguments exit with status 2 and one line that says what is valid; a run that fails
 exits 1 with its message.
@@ -14,6 +14,7 @@ from tlcore import backbones
 from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
 from tlcore.heads import HEAD_KINDS
+from tlcore.insight_cli import add_lr_find_arguments, add_report_arguments, cmd_lr_find, cmd_report, write_cams
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
 from tlcore.sweep_cli import add_sweep_arguments
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--model", help="an exported bundle folder or .zip (see `export`)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay per image to DIR/<stem>.cam.png")
     _add_runs_dir(p)
     p.add_argument("--json", action="store_true")
 
@@ -95,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, d)
     _add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="last line: one JSON object with groups and the verdict")
+
+    p = sub.add_parser("report", help="a run's confusion matrix, per-class table, most confused, highest losses")
+    add_report_arguments(p)
+    _add_runs_dir(p)
+
+    p = sub.add_parser("lr-find", help="sweep the learning rate (fastai's lr_find) and suggest one")
+    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
+    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
+    _add_train_options(p, d)
+    add_lr_find_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object: lrs, losses, suggested_lr")
 
     p = sub.add_parser("runs", help="list saved runs")
     _add_runs_dir(p)
@@ -180,6 +193,8 @@ def cmd_predict(args) -> int:
 
     if args.topk < 1:
         return _usage_error(f"--topk must be at least 1, got {args.topk}")
+    if args.cam and args.model:
+        return _usage_error("--cam needs --backbone or --run (an exported bundle has no gradients to follow)")
     try:
         if args.model:
             from tlcore.bundle import load_predictor
@@ -195,12 +210,13 @@ def cmd_predict(args) -> int:
         print(f"tlcore: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     results = predictor.predict(args.images, k=args.topk)
+    cams = write_cams(predictor, args.images, args.cam) if args.cam else [{} for _ in results]
     if args.json:
         engine = {"engine": predictor.engine} if args.model else {}
-        print(json.dumps([{**r.to_dict(), **engine} for r in results]))
+        print(json.dumps([{**r.to_dict(), **engine, **cam} for r, cam in zip(results, cams, strict=True)]))
     else:
-        for r in results:
-            print(r.image)
+        for r, cam in zip(results, cams, strict=True):
+            print(r.image + (f"  (Grad-CAM: {cam['cam']})" if cam.get("cam") else ""))
             if r.error:
                 print(f"  error: {r.error}")
             for p in r.predictions:
@@ -275,4 +291,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_id is None:
             return 2
     return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs,
-            "export": cmd_export, "sweep": cmd_sweep}[args.command](args)
+            "export": cmd_export, "sweep": cmd_sweep,
+            "report": lambda a: cmd_report(a, a.runs_dir or runs_root()),
+            "lr-find": lambda a: cmd_lr_find(a, _config_from_args(a))}[args.command](args)
