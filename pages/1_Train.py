@@ -40,11 +40,11 @@ def build_here() -> str | None:
         with st.container(border=True):
             title, remove = st.columns([5, 1], vertical_alignment="center")
             title.markdown(f"**{name}** · {count} image{'' if count == 1 else 's'}")
-            remove.button("Remove", key=f"built_rmclass_{name}", help=f"remove class {name} and its images",
+            remove.button(":material/delete:", key=f"built_rmclass_{name}", help=f"remove class {name} and its images",
                           on_click=bf.on_remove_class, args=(state, ds.id, name))
             thumbs = builder.thumbnails(ds.id, name)
-            for start in range(0, len(thumbs), 8):
-                for col, (file_name, picture) in zip(st.columns(8), thumbs[start : start + 8], strict=False):
+            for start in range(0, len(thumbs), 6):
+                for col, (file_name, picture) in zip(st.columns(6), thumbs[start : start + 6], strict=False):
                     col.image(picture, width="stretch")
                     col.button(":material/close:", key=f"built_rm_{name}_{file_name}", help="remove this image",
                                on_click=bf.on_remove_image, args=(state, ds.id, name, file_name))
@@ -56,7 +56,7 @@ def build_here() -> str | None:
             if st.toggle("Use the camera", key=f"built_camera_{ds.id}_{name}"):
                 key = bf.widget_key(state, "camera", ds.id, name)
                 st.camera_input(f"Photo for {name}", key=key, on_change=bf.on_files, args=(state, ds.id, name, key))
-    class_col, add_col = st.columns([3, 1], vertical_alignment="bottom")
+    class_col, add_col = st.columns([3, 2], vertical_alignment="bottom")
     class_col.text_input("New class", key=bf.NEW_CLASS, placeholder="e.g. cat", max_chars=60)
     add_col.button("Add class", key="built_add", on_click=bf.on_add_class, args=(state, ds.id))
     ready, line = bf.status_line(ds)

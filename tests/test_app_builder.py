@@ -95,7 +95,7 @@ def test_build_a_dataset_in_the_page_and_train_it(tmp_path: Path, monkeypatch: p
 
     # A new session (reload, restart) finds the dataset by its name; the run shows it too.
     again = train_page()
-    assert build_form.picker_label({ds.id: builder.get_dataset(ds.id)}, ds.id) == "My pets (2 classes, 4 images)"
+    assert build_form.picker_label({ds.id: builder.get_dataset(ds.id)}, ds.id) == "My pets"
     assert again.selectbox(key="built_id").value == ds.id
     assert "My pets" in " ".join(c.value for c in again.caption)  # the run card names the data as the user did
 

@@ -337,3 +337,72 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
         page.screenshot(path=tmp_path / "failure.png")
         print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
         raise
+
+
+def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, browser_page, tmp_path: Path) -> None:
+    """Issue 11: two classes made in the page from image files, trained, and taken away as a model zip."""
+    import zipfile
+
+    from conftest import photo_patches
+
+    from tlcore.bundle import load_predictor
+
+    page = browser_page
+    pictures = {}
+    for name, photo in (("cat", "chelsea"), ("coffee", "coffee")):
+        pictures[name] = [tmp_path / f"{name} {i}.jpg" for i in range(4)]
+        for path, img in zip(pictures[name], photo_patches(photo, 4, 96, seed=7), strict=True):
+            img.save(path, quality=90)
+    try:
+        page.goto(f"{app_server.url}/Train")
+        page.get_by_role("heading", name="Train").wait_for()
+        _wait_idle(page)
+        with _rerun(page):
+            _widget(page, "data_source").get_by_text("build it here").click()
+        _widget(page, "built_new").locator("input").fill("Cats and coffee")
+        with _rerun(page):
+            _widget(page, "built_create").get_by_role("button").click()
+        expect(_combobox(page, "built_id")).to_have_value(re.compile(r"^Cats and coffee"))
+        for name in pictures:
+            _widget(page, "built_class").locator("input").fill(name)
+            with _rerun(page):
+                _widget(page, "built_add").get_by_role("button").click()
+            page.get_by_text(f"{name} · 0 images").wait_for()
+        for name, files in pictures.items():
+            uploader = page.get_by_test_id("stFileUploader").filter(has_text=f"Add images to {name}")
+            uploader.locator('input[type="file"]').set_input_files(files)
+            page.get_by_text(f"{name} · 4 images").wait_for()
+            _wait_idle(page)
+        expect(page.get_by_test_id("stImage")).to_have_count(8)  # the thumbnail strips
+        expect(page.get_by_text("Ready to train: 2 classes, 8 images")).to_be_visible()
+        _assert_clean(page, "Train (build it here)")
+        _screenshot(page, tmp_path / "build.png")
+
+        _select(page, "image_size", "64 px")
+        _type_number(page, "epochs", 1)
+        _widget(page, "start").get_by_role("button", name="Start training").click()
+        expect(page.get_by_test_id("stAlert").filter(has_text="Queued run")).to_be_visible()
+        page.get_by_text("finished", exact=True).wait_for(timeout=TRAIN_TIMEOUT_MS)
+        _wait_idle(page)
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="Cats and coffee").first).to_be_visible()
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="6 train / 2 val images").first).to_be_visible()
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="unreadable")).to_have_count(0)
+        button = page.get_by_test_id("stDownloadButton").filter(has_text="Download model")
+        with page.expect_download(timeout=TRAIN_TIMEOUT_MS) as info:  # built on the click: export + ONNX check
+            button.get_by_role("button").click()
+        zip_path = tmp_path / info.value.suggested_filename
+        info.value.save_as(zip_path)
+        assert re.fullmatch(r"tlcore-.+\.zip", zip_path.name), zip_path.name
+        names = {n.split("/", 1)[1] for n in zipfile.ZipFile(zip_path).namelist()}
+        assert names == {"model.onnx", "model.safetensors", "tlcore.json", "README.md"}
+        model = load_predictor(zip_path)
+        assert model.class_names == ["cat", "coffee"] and model.engine == "onnxruntime"
+        _wait_idle(page)
+        _assert_clean(page, "Train (finished, downloaded)")
+        _screenshot(page, tmp_path / "download.png")
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        (tmp_path / "failure.html").write_text(page.content())
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+        raise

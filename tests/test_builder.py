@@ -85,7 +85,7 @@ def test_hostile_class_names_are_refused(pets, name, message) -> None:
     with pytest.raises(BuildError, match=message.replace("\\", "\\\\").replace("?", "\\?")) as info:
         builder.add_class(pets.id, name)
     assert "\n" not in str(info.value)
-    assert sorted(p.name for p in pets.path.iterdir()) == ["cat", "coffee", "dataset.json"]
+    assert sorted(p.name for p in pets.path.iterdir()) == [".dataset.json", "cat", "coffee"]
     assert not (builder.root().parent / "x").exists()
 
 
@@ -113,7 +113,7 @@ def test_remove_an_image_a_class_and_the_dataset(pets) -> None:
     assert builder.get_dataset(pets.id).counts["cat"] == 2
     assert victim not in [n for n, _ in builder.thumbnails(pets.id, "cat")]
     with pytest.raises(BuildError, match="not an image of this dataset"):
-        builder.remove_image(pets.id, "cat", "../../dataset.json")
+        builder.remove_image(pets.id, "cat", "../.dataset.json")
     builder.remove_class(pets.id, "coffee")
     assert builder.get_dataset(pets.id).classes == ["cat"]
     with pytest.raises(BuildError, match="no class"):
@@ -155,4 +155,5 @@ def test_a_built_dataset_survives_a_restart_and_trains(pets, run_training) -> No
     started = next(data for kind, data in events if kind == "started")
     assert started["class_names"] == ["cat", "coffee"]
     assert started["num_train"] + started["num_val"] == 10
+    assert result.summary["skipped"] == 0  # the dataset's own .dataset.json is not "an unreadable file"
     assert 0.0 <= result.summary["best_val_acc"] <= 1.0

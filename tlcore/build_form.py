@@ -83,11 +83,14 @@ def on_delete(state: MutableMapping, dataset_id: str) -> None:
 
 
 def picker_label(datasets: dict[str, builder.BuiltDataset], dataset_id: str | None) -> str:
-    """`My pets (2 classes, 14 images)` for the dataset picker; the new-dataset entry for None."""
+    """The dataset's name for the picker; the new-dataset entry for None.
+
+    No counts in it: Streamlit identifies a selectbox by its option labels too, so a label that
+    changed with every added image would make a new widget, and lose the choice, on each upload.
+    """
     if dataset_id is NEW or dataset_id not in datasets:
         return "+ new dataset"
-    ds = datasets[dataset_id]
-    return f"{ds.name} ({len(ds.counts)} classes, {sum(ds.counts.values())} images)"
+    return datasets[dataset_id].name
 
 
 def status_line(ds: builder.BuiltDataset) -> tuple[bool, str]:

@@ -1,6 +1,6 @@
 """Datasets built class by class in the browser, stored as ordinary image folders under the data folder.
 
-A built dataset is `<data root>/built/<id>/` with `dataset.json` (the name the user gave it)
+A built dataset is `<data root>/built/<id>/` with `.dataset.json` (the name the user gave it)
 and one folder per class holding `<sha256>.<ext>` files: a photo added twice is stored once,
 and no uploaded file name ever becomes a path. Class names typed by the user are checked
 (`class_name`) before they name a folder; the folder is then a dataset spec like any other.
@@ -30,7 +30,7 @@ from tlcore.images import ImageError, load_square, open_image
 MAX_NAME = 60  # characters; 60 x 4 UTF-8 bytes stays under the 255-byte file name limit
 MAX_IMAGE_BYTES = 50 * 2**20
 MIN_CLASSES, MIN_IMAGES = 2, 2  # one image of each class goes to validation
-INFO_FILE = "dataset.json"
+INFO_FILE = ".dataset.json"  # hidden: the image-folder scan skips dot files, so it is not "an unreadable file"
 _ID = re.compile(r"^[0-9a-f]{12}$")
 _FILE = re.compile(r"^[0-9a-f]{64}\.(jpg|png|gif|webp|bmp|tif)$")
 _FORBIDDEN = set('/\\:*?"<>|')  # path separators, and what Windows refuses when the folder is zipped and moved
@@ -255,7 +255,7 @@ def add_images(dataset_id: str, name: str, files) -> AddReport:
     return report
 
 
-def thumbnails(dataset_id: str, name: str, limit: int = 24, size: int = 96) -> list[tuple[str, np.ndarray]]:
+def thumbnails(dataset_id: str, name: str, limit: int = 12, size: int = 96) -> list[tuple[str, np.ndarray]]:
     """(stored file name, size x size RGB array) of a class's newest `limit` images."""
     target = _class_dir(dataset_id, name)
     files = sorted((f for f in target.iterdir() if _FILE.match(f.name)), key=lambda f: f.stat().st_mtime, reverse=True)
