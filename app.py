@@ -15,10 +15,11 @@ def home() -> None:
         "and get top-k predictions for your photos. Everything runs on this machine; "
         "**EfficientNet-Lite0** on the built-in **digits** data works offline out of the box."
     )
-    for column, (page, what) in zip(st.columns(3), (
+    for column, (page, what) in zip(st.columns(4), (
         (TRAIN, "Pick a backbone, a dataset and a strategy; runs train in the background with live curves."),
         (COMPARE, "Overlay the validation curves of any runs; summary and epoch tables as CSV."),
         (PREDICT, "Upload images and see the top-k classes of an ImageNet backbone or of your own run."),
+        (REPORT, "See which classes a run confuses and the images it gets most wrong; test it on new images."),
     ), strict=True):
         with column.container(border=True):
             st.page_link(page, label=f"**{page.title}**")
@@ -42,8 +43,9 @@ tab or a restart of the app finds them again.
 TRAIN = st.Page("pages/1_Train.py", title="Train", icon=":material/model_training:")
 COMPARE = st.Page("pages/2_Compare.py", title="Compare", icon=":material/stacked_line_chart:")
 PREDICT = st.Page("pages/3_Predict.py", title="Predict", icon=":material/image_search:")
+REPORT = st.Page("pages/4_Report.py", title="Report", icon=":material/grid_on:")
 st.set_page_config(page_title="tlcore · transfer learning", page_icon=":material/school:", layout="wide")
 # URL paths are left to Streamlit (/Train, /Compare, /Predict, from the file names): a fresh
 # server's first request resolves pages/ by those names before this script has run, so a
 # custom path there showed a "Page not found" dialog on a direct link.
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT]).run()
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT, REPORT]).run()

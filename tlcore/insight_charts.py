@@ -18,14 +18,22 @@ def confusion_figure(interp: Interpretation, normalize: bool = False) -> go.Figu
     cm = interp.confusion(normalize)
     counts = interp.confusion()
     text = [[f"{v:.0%}" if normalize else str(int(v)) for v in row] for row in cm]
+    n = len(interp.classes)
     fig = go.Figure(go.Heatmap(
         z=cm, x=interp.classes, y=interp.classes, text=text, texttemplate="%{text}", colorscale="Blues",
-        customdata=counts, zmin=0, zmax=1 if normalize else max(1, int(cm.max())),
-        hovertemplate="actual %{y}<br>predicted %{x}<br>%{customdata} images<extra></extra>",
+        zmin=0, zmax=1 if normalize else max(1, int(cm.max())), hoverinfo="skip",
         colorbar={"title": {"text": "share of row" if normalize else "images"}},
     ))
+    # Heatmap cells cannot be selected in st.plotly_chart; an invisible marker on each cell can,
+    # so a click on a cell reports its (predicted, actual) as the point's (x, y).
+    fig.add_trace(go.Scatter(
+        x=[c for _ in range(n) for c in interp.classes], y=[c for c in interp.classes for _ in range(n)],
+        customdata=counts.flatten(), mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": 30, "opacity": 0},
+        hovertemplate="actual %{y}<br>predicted %{x}<br>%{customdata} images<extra></extra>",
+    ))
     side = min(720, 220 + 40 * len(interp.classes))
-    fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 36, "b": 10})  # t: room for the toolbar
     # Class names like "8" are names, not numbers; the first class on top, as in a table.
     fig.update_xaxes(title="predicted", type="category", side="bottom", automargin=True)
     fig.update_yaxes(title="actual", type="category", autorange="reversed", automargin=True)
@@ -62,3 +70,11 @@ def lr_find_figure(result: LRFinderResult) -> go.Figure:
     fig.update_xaxes(type="log", title="learning rate", exponentformat="power")
     fig.update_yaxes(title="loss (smoothed)")
     return fig
+
+
+def clicked_cell(event) -> tuple[str, str] | None:
+    """(actual, predicted) of the confusion cell clicked in `st.plotly_chart(..., on_select="rerun")`."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    if not points or "x" not in points[0] or "y" not in points[0]:
+        return None
+    return str(points[0]["y"]), str(points[0]["x"])
