@@ -44,6 +44,8 @@ else:
     choice = ui.ModelChoice(backbone=backbone)
 top = ui.top_k_limit(runs[choice.run_id].class_names if choice.run_id else class_names)
 k = left.slider("Top k", 1, top, min(5, top), key="k") if top > 1 else 1
+show_cam = left.toggle("Grad-CAM: where the model looked", key="cam", disabled=choice.bundle is not None,
+                       help="a heatmap of the pixels that most raised the top class, for each model shown")
 files = right.file_uploader("Images", type=list(ui.IMAGE_TYPES), accept_multiple_files=True, key="images")
 if not files:
     right.info("Upload one or more images (jpg, png, gif, webp, bmp) to see what the model thinks they are.")
@@ -67,3 +69,13 @@ for i, item in enumerate(report.items):
     cols[1].plotly_chart(topk_figure(item.top, report.model), theme="streamlit", key=f"top_{i}")
     if item.imagenet is not None:
         cols[2].plotly_chart(topk_figure(item.imagenet, report.imagenet_model), theme="streamlit", key=f"base_{i}")
+    if show_cam:  # the photo, then each model's heatmap for its top class
+        try:
+            with st.spinner("Computing Grad-CAM..."):
+                views = ui.cam_views(files[i], choice, runs_dir)
+        except ValueError as exc:  # ModelUnavailable, ImageError
+            st.warning(f"No Grad-CAM: {exc}")
+            continue
+        for col, (title, cam) in zip(st.columns(3), [("photo", None), *views], strict=False):
+            col.image(item.image if cam is None else cam.overlay, width="stretch",
+                      caption=title if cam is None else f"{title}: {cam.label} ({cam.prob:.0%})")

@@ -419,3 +419,29 @@ def predict_uploads(files: Sequence, choice: ModelChoice, k: int = 5, runs_dir: 
         config = RunStore(runs_dir).load(choice.run_id).config
         title = f"your run: {config.get('strategy')} on {dataset_name(config.get('data'))}"
     return PredictionReport(title, items, imagenet.name if imagenet else None, note)
+
+
+# ---- Grad-CAM beside a prediction -----------------------------------------------------------
+
+
+def cam_views(file, choice: ModelChoice, runs_dir: str | Path = "runs", device: str = "auto") -> list[tuple[str, object]]:
+    """Grad-CAM of one upload for its top class: (title, tlcore.cam.CamResult) for the chosen model
+    and, beside a run, for its backbone's ImageNet head.
+
+    Raises:
+        ModelUnavailable: the model cannot be loaded, or is an exported bundle (no gradients).
+        tlcore.images.ImageError: the upload is not a readable image.
+    """
+    from tlcore.cam import grad_cam  # grad-cam loads only when a CAM is asked for
+
+    if choice.bundle is not None:
+        raise ModelUnavailable("Grad-CAM needs a backbone or a run: an exported model has no gradients to follow")
+    name, data = _read(file)
+    predictor = _load(choice, runs_dir, device)
+    models = [("your run" if choice.run_id else predictor.name, predictor)]
+    if choice.run_id is not None and backbones.class_names(predictor.spec) is not None:
+        try:
+            models.append((f"{predictor.spec.name} (ImageNet)", get_predictor(backbone=predictor.spec.name, device=device)))
+        except (ValueError, WeightsUnavailable, OSError):
+            pass  # the ImageNet top-k beside the run already says why it is missing
+    return [(title, grad_cam(p, data, name)) for title, p in models]
