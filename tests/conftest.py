@@ -226,6 +226,41 @@ def png_bytes() -> Callable[[str], bytes]:
     return make
 
 
+# ---- saved runs without training -------------------------------------------------------------
+
+
+def write_finished_run(runs: Path, backbone: str = "simple_cnn", classes: tuple[str, ...] = ("ant", "bee"),
+                       **config) -> str:
+    """A finished run on disk with freshly initialised weights, made in well under a second.
+
+    What JobManager leaves behind (config, classes, one epoch of metrics, a finished status,
+    model.safetensors) for tests of what reads runs: prediction, listing, pages.
+    """
+    from tlcore import backbones
+    from tlcore.config import TrainConfig
+    from tlcore.runs import RunStore
+
+    cfg = TrainConfig(**{"backbone": backbone, "strategy": "scratch", "image_size": 32, "device": "cpu", **config})
+    store = RunStore(runs)
+    run_id = store.new_run_id(cfg.backbone, cfg.strategy)
+    store.create(run_id, cfg.to_dict())
+    store.write_classes(run_id, list(classes))
+    model = backbones.build_model(cfg.backbone, len(classes), pretrained=False, head=cfg.head, hidden=cfg.hidden)
+    store.save_weights(run_id, model.state_dict())
+    row = {"epoch": 1, "train_loss": 0.7, "train_acc": 0.5, "val_loss": 0.7, "val_acc": 0.5, "lr": cfg.lr, "seconds": 0.1}
+    store.write_metrics(run_id, [row])
+    status = store.load(run_id).status
+    store.write_status(run_id, {**status, "status": "finished", "best_val_acc": 0.5, "best_epoch": 1,
+                                "final_val_acc": 0.5, "epochs": 1, "seconds": 0.1, "class_names": list(classes)})
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def make_finished_run() -> Callable[..., str]:
+    """The `write_finished_run(runs, backbone, classes, **config)` helper."""
+    return write_finished_run
+
+
 # ---- short training runs --------------------------------------------------------------------
 
 TINY = {
