@@ -164,48 +164,52 @@ with right:
             suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
             st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
                       on_click=st.session_state.__setitem__, args=("lr", suggestion))
-    with st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:"):
-        st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
-                   f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
-                   "other strategies get their defaults.")
-        e1, e2, e3 = st.columns([2, 2, 1])
-        exp_strategies = e1.multiselect("Strategies", list(STRATEGIES), default=[strategy], key="exp_strategies")
-        exp_backbones = e2.multiselect("Backbones", list(rows), default=[backbone], key="exp_backbones")
-        exp_seeds = e3.number_input("Seeds", 1, 20, 3, key="exp_seeds", help="runs per strategy and backbone")
-        if st.button("Plan experiment", key="exp_plan"):
-            st.session_state.exp_planned = None
-            try:
-                with st.spinner("Counting images..."):
-                    for b, s in ((b, s) for b in exp_backbones for s in exp_strategies):
-                        form.check_weights(b, s)
-                    lrs = experiment_views.strategy_lrs(exp_strategies, strategy, lr, optimizer)
-                    st.session_state.exp_planned = experiment_views.plan(
-                        settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
-                        jobs.list_runs())
-            except ValueError as exc:
-                st.error(f"Cannot plan: {exc}")
-        if planned := st.session_state.get("exp_planned"):
-            st.info(f"This queues {planned.text}.")
-            if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):
-                record = start_experiment(jobs, planned.base, planned.grid)
-                st.session_state.exp_planned = None
-                st.success(f"Queued experiment {record['experiment_id']}: follow it below, then see it on Compare.")
+with st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:"):
+    st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
+               f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
+               "other strategies get their defaults.")
+    exp_strategies = st.multiselect("Strategies", list(STRATEGIES), default=[strategy], key="exp_strategies")
+    e1, e2 = st.columns([4, 1])
+    exp_backbones = e1.multiselect("Backbones", list(rows), default=[backbone], key="exp_backbones")
+    exp_seeds = e2.number_input("Seeds", 1, 20, 3, key="exp_seeds", help="runs per strategy and backbone")
+    if st.button("Plan experiment", key="exp_plan"):
+        st.session_state.exp_planned = None
+        try:
+            with st.spinner("Counting images..."):
+                for b, s in ((b, s) for b in exp_backbones for s in exp_strategies):
+                    form.check_weights(b, s)
+                lrs = experiment_views.strategy_lrs(exp_strategies, strategy, lr, optimizer)
+                st.session_state.exp_planned = experiment_views.plan(
+                    settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
+                    jobs.list_runs())
+        except ValueError as exc:
+            st.error(f"Cannot plan: {exc}")
+    if planned := st.session_state.get("exp_planned"):
+        st.info(f"This queues {planned.text}.")
+        if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):
+            record = start_experiment(jobs, planned.base, planned.grid)
+            st.session_state.exp_planned, st.session_state.exp_started = None, record["experiment_id"]
+            st.success(f"Queued experiment {record['experiment_id']}: follow it below, then see it on Compare.")
 
 experiments_live = experiment_views.live_experiments(jobs.store.root)
 
 
 @st.fragment(run_every=1.0 if experiments_live else None)
 def experiments_panel() -> None:
-    """Each running experiment: run k of n, the current run's live curves, and a cancel button."""
-    for record in experiment_views.live_experiments(jobs.store.root):
+    """Each running experiment (and the one started here): run k of n, the current run's curves, cancel."""
+    for record in experiment_views.experiments_to_show(jobs.store.root, st.session_state.get("exp_started")):
         with st.container(border=True):
             st.markdown(f"**Experiment** {experiment_views.experiment_label(record)}")
             st.progress(*experiment_views.progress_line(record))
             current = progress(record)["current_run"]
             if current and (metrics := jobs.snapshot(current).get("metrics")):
                 st.plotly_chart(curves_figure(metrics), theme="streamlit", key=f"exp_curves_{record['experiment_id']}")
-            if st.button("Cancel experiment", key=f"cancel_{record['experiment_id']}"):
-                cancel_experiment(jobs, record["experiment_id"])
+            if record["status"] in ("queued", "running"):
+                if st.button("Cancel experiment", key=f"cancel_{record['experiment_id']}"):
+                    cancel_experiment(jobs, record["experiment_id"])
+            else:
+                st.page_link("pages/2_Compare.py", label="See its bands and verdict on Compare",
+                             icon=":material/stacked_line_chart:")
 
 
 experiments_panel()

@@ -41,8 +41,7 @@ def experiment_view(experiments: dict[str, dict]) -> None:
         col.plotly_chart(experiment_views.band_figure(store.runs, groups, metric), theme="streamlit",
                          key=f"band_{metric}")
     summary, seeds = experiment_views.summary_frame(groups), experiment_views.seeds_frame(store.runs, groups)
-    st.dataframe(summary.drop(columns=["best val acc mean", "best val acc std"]), hide_index=True,
-                 key="experiment_summary")
+    st.dataframe(experiment_views.display_frame(summary), hide_index=True, key="experiment_summary")
     st.download_button("Download cells (CSV)", charts.to_csv(summary), f"{exp_id}-cells.csv", "text/csv",
                        key="download_cells", on_click="ignore")
     st.dataframe(seeds, hide_index=True, key="experiment_seeds")

@@ -319,7 +319,7 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
         _open_page(page, "Predict")
         page.get_by_role("heading", name="Predict").wait_for()
         _widget(page, "model_kind").get_by_text("a finished run").click()
-        expect(_combobox(page, "run")).to_have_value(re.compile(r"^efficientnet_lite0 \+ feature_extraction on digits"))
+        expect(_combobox(page, "run")).to_have_value(re.compile(r"^efficientnet_lite0 \+ feature_extraction"))
         _wait_idle(page)
         _widget(page, "images").locator('input[type="file"]').set_input_files(cat_jpeg)
         _plotly_charts(page, _widget(page, "top_0")).wait_for()
@@ -406,3 +406,169 @@ def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, 
         page.screenshot(path=tmp_path / "failure.png")
         print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
         raise
+
+
+def test_experiment_from_train_to_bands_and_verdict_on_compare(app_server: AppServer, browser_page,
+                                                              tmp_path: Path) -> None:
+    """Issue 8: a 2-strategy x 2-seed experiment started on Train, then its bands and verdict on Compare."""
+    page = browser_page
+    try:
+        page.goto(f"{app_server.url}/Train")
+        page.get_by_role("heading", name="Train").wait_for()
+        _wait_idle(page)
+        _select(page, "image_size", "32 px")
+        _type_number(page, "epochs", 2)
+        _type_number(page, "subset", 5)
+        page.get_by_text("Experiment: several strategies and backbones, over seeds").click()
+        _widget(page, "exp_strategies").get_by_role("combobox").click()
+        with _rerun(page):
+            page.get_by_role("option", name="finetune", exact=True).click()
+        page.keyboard.press("Escape")
+        expect(_widget(page, "exp_strategies")).to_contain_text("finetune")
+        _type_number(page, "exp_seeds", 2)
+        with _rerun(page):
+            _widget(page, "exp_plan").get_by_role("button").click()
+        expect(page.get_by_test_id("stAlert").filter(has_text="This queues 4 runs, about")).to_be_visible()
+        _assert_clean(page, "Train (experiment planned)")
+        _screenshot(page, tmp_path / "experiment_plan.png")
+        _widget(page, "exp_start").get_by_role("button", name="Start 4 runs").click()
+        expect(page.get_by_test_id("stAlert").filter(has_text="Queued experiment exp-")).to_be_visible()
+
+        # Progress names the run now training ("run k of 4"), then the panel goes once all four end.
+        running = page.get_by_text(re.compile(r"run [1-4] of 4: efficientnet_lite0/")).first
+        running.wait_for(timeout=TRAIN_TIMEOUT_MS)
+        running.scroll_into_view_if_needed()
+        _screenshot(page, tmp_path / "experiment_progress.png")
+        page.get_by_text("4 of 4 runs done").wait_for(timeout=2 * TRAIN_TIMEOUT_MS)
+        expect(page.get_by_role("button", name="Cancel experiment")).to_have_count(0)
+        _wait_idle(page)
+        _assert_clean(page, "Train (experiment done)")
+
+        _open_page(page, "Compare")
+        page.get_by_role("heading", name="Compare runs").wait_for()
+        with _rerun(page):
+            _widget(page, "compare_what").get_by_text("An experiment").click()
+        for key in ("band_acc", "band_loss"):
+            _plotly_charts(page, _widget(page, key)).wait_for()
+        _wait_idle(page)
+        _screenshot(page, tmp_path / "experiment_compare.png")
+        # Each cell: a mean line with a shaded band (a filled path), its two seeds faint behind.
+        acc = _widget(page, "band_acc")
+        expect(acc.locator(".legendtext")).to_have_count(2)
+        expect(acc.locator(".legendtext").first).to_contain_text("(mean of 2)")
+        assert acc.locator(".scatterlayer .trace path.js-fill").count() >= 2, "no ± std bands drawn"
+        verdict = page.get_by_test_id("stMarkdownContainer").filter(has_text="Verdict:")
+        expect(verdict).to_contain_text(re.compile(r"(beats .+ by [0-9.]+ points|no significant difference).+ "
+                                                   r"on 359 validation images, 2 vs 2 seeds"))
+        expect(page.get_by_test_id("stDataFrame")).to_have_count(2)  # cells, runs
+        _wait_idle(page)
+        _assert_clean(page, "Compare (experiment)")
+        page.get_by_test_id("stDataFrame").last.scroll_into_view_if_needed()
+        _screenshot(page, tmp_path / "experiment_tables.png")
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        (tmp_path / "failure.html").write_text(page.content())
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+        raise
+
+
+# ---- issue 9: what a new user trips over ------------------------------------------------------------
+
+
+def _made_runs(runs_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """Runs on disk before the browser opens: three tiny ones differing in lr, one on an uploaded zip
+    (named by the user's file name), one the user named, and one that failed."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import write_class_folders, zip_folder
+
+    from tlcore.config import TrainConfig
+    from tlcore.jobs import get_manager
+    from tlcore.uploads import save_upload
+
+    manager = get_manager(runs_dir)
+    photos = write_class_folders(tmp_path / "src" / "photos", per_class=6, classes=("cat", "coffee"))
+    upload = save_upload(zip_folder(photos, tmp_path / "src" / "photos.zip").read_bytes(), "cats vs dogs.zip")
+    tiny = {"backbone": "simple_cnn", "data": "digits", "strategy": "scratch", "subset": 5, "image_size": 32,
+            "epochs": 3, "device": "cpu"}
+    ids = {f"lr {lr:g}": manager.submit(TrainConfig(**tiny, lr=lr)) for lr in (1e-2, 3e-3, 1e-3)}
+    ids["zip"] = manager.submit(TrainConfig(data=str(upload), epochs=2, image_size=64, device="cpu"))
+    ids["failed"] = manager.submit(TrainConfig(**{**tiny, "data": str(tmp_path / "gone")}))
+    for run_id in ids.values():
+        assert manager.wait(run_id, timeout=180)
+    manager.store.set_name(ids["lr 0.001"], "my slow baseline")
+    return ids
+
+
+def _no_overlap(page, chart, upper: str, lower: str) -> None:
+    """`lower`'s box starts below `upper`'s in a chart (e.g. the legend under the axis title)."""
+    a, b = chart.locator(upper).first.bounding_box(), chart.locator(lower).first.bounding_box()
+    assert a and b and b["y"] >= a["y"] + a["height"] - 1, f"{lower} {b} overlaps {upper} {a}"
+
+
+def test_runs_named_compare_legible_and_train_form_in_chromium(app_server: AppServer, browser_page, tl_env,
+                                                                tmp_path: Path) -> None:
+    ids = _made_runs(tl_env.runs, tmp_path)
+    page = browser_page
+    page.set_viewport_size({"width": 1400, "height": 2600})  # tall: every card and table in one picture
+    try:
+        page.goto(app_server.url)
+        page.get_by_role("heading", name="Transfer learning on images").wait_for()
+        _wait_idle(page)
+        _open_page(page, "Train")
+        body = page.locator('[data-testid="stMain"]')
+        # The upload is named by its file name, never by its content hash; one label per run.
+        expect(body).to_contain_text("efficientnet_lite0 + feature_extraction · cats vs dogs.zip")
+        expect(body).to_contain_text("my slow baseline")
+        assert not re.search(r"[0-9a-f]{64}", body.inner_text()), "a content hash is shown"
+        _assert_clean(page, "Train")
+        _screenshot(page, tmp_path / "issue9_train_runs.png")
+        with _rerun(page):
+            _widget(page, "hide_failed").get_by_text("Hide failed runs").click()
+        expect(page.get_by_text("failed", exact=True)).to_have_count(0)
+        # The learning rate follows the strategy; the Advanced settings that apply; an earlier upload.
+        _select(page, "strategy", "partial")
+        expect(_widget(page, "lr").locator("input")).to_have_value("0.0001")
+        page.get_by_text("Advanced").click()
+        expect(_widget(page, "unfreeze_groups")).to_be_visible()
+        with _rerun(page):
+            _widget(page, "data_source").get_by_text("upload a .zip").click()
+        expect(_combobox(page, "earlier_zip")).to_have_value("cats vs dogs.zip")
+        expect(_combobox(page, "image_size")).to_have_value("auto (224 px)")
+        _assert_clean(page, "Train form")
+        _screenshot(page, tmp_path / "issue9_train_form.png")
+
+        # Compare with the train curves: one legend entry per run, below the "epoch" title.
+        _open_page(page, "Compare")
+        with _rerun(page):
+            _widget(page, "show_train").get_by_text("Show train curves too").click()
+        acc = _plotly_charts(page, _widget(page, "acc_chart"))
+        acc.wait_for()
+        _no_overlap(page, acc, ".g-xtitle", ".legend")
+        legend = acc.locator(".legend .traces").all_text_contents()
+        assert sum("cats vs dogs.zip" in t for t in legend) == 1 and "best epoch" in legend, legend
+        # The summary's key figures fit at 1400 px: its header has them before any id or hash.
+        summary = page.get_by_test_id("stDataFrame").first
+        header = summary.locator('[role="columnheader"]').all_text_contents()
+        assert header[:5] == ["run", "status", "best val acc", "best epoch", "final val acc"], header
+        _assert_clean(page, "Compare")
+        _screenshot(page, tmp_path / "issue9_compare.png")
+
+        # Predict: the run's whole label under its picker, and Top k up to its 2 classes.
+        _open_page(page, "Predict")
+        with _rerun(page):
+            _widget(page, "model_kind").get_by_text("a finished run").click()
+        if "cats vs dogs.zip" not in _combobox(page, "run").input_value():  # the newest predictable run
+            _combobox(page, "run").click()
+            with _rerun(page):
+                page.get_by_role("option").filter(has_text="cats vs dogs.zip").click()
+        expect(_widget(page, "k").get_by_role("slider")).to_have_attribute("aria-valuemax", "2")
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="cats vs dogs.zip").first).to_be_visible()
+        _assert_clean(page, "Predict")
+        _screenshot(page, tmp_path / "issue9_predict.png")
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}")
+        raise
+    assert ids

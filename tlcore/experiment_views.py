@@ -95,7 +95,7 @@ def band_figure(runs: RunStore, groups: list[dict], metric: str = "acc", height:
         mean, std = curves.mean(axis=1), curves.std(axis=1, ddof=1).fillna(0)
         if group["n"] > 1:
             fig.add_trace(go.Scatter(x=list(curves.index) + list(curves.index[::-1]),
-                                     y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
+                                     y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines",
                                      fillcolor=_rgba(color, 0.18), line={"width": 0}, hoverinfo="skip",
                                      legendgroup=name, showlegend=False, name=f"{name} ± std"))
         fig.add_trace(go.Scatter(x=curves.index, y=mean, mode="lines+markers", legendgroup=name,
@@ -115,9 +115,20 @@ def band_figure(runs: RunStore, groups: list[dict], metric: str = "acc", height:
 def _pm(mean, std, pct: bool) -> str:
     if mean is None:
         return "-"
-    scale, fmt = (100, ".1f") if pct else (1, ".1f")
+    scale, fmt = (100, ".1f") if pct else (1, ".0f" if mean >= 10 else ".1f")
     std_text = "" if std is None or std != std else f" ± {scale * std:{fmt}}"
     return f"{scale * mean:{fmt}}{std_text}{'%' if pct else ' s'}"
+
+
+def _millions(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M" if n >= 10**5 else f"{n / 1e3:.1f}k"
+
+
+def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The cells table as the page shows it: narrow enough for the page, numbers in the CSV."""
+    out = summary.drop(columns=["best val acc mean", "best val acc std", "per seed (best)"])
+    out["trainable params"] = out["trainable params"].map(_millions)
+    return out.rename(columns={"seeds": "n", "trainable params": "trainable"})
 
 
 def summary_frame(groups: list[dict]) -> pd.DataFrame:
@@ -146,7 +157,7 @@ def seeds_frame(runs: RunStore, groups: list[dict]) -> pd.DataFrame:
             status = runs.load(rid).status
             rows.append({"cell": g["name"], "seed": seed, "best val acc": status.get("best_val_acc"),
                          "best epoch": status.get("best_epoch"), "final val acc": status.get("final_val_acc"),
-                         "seconds": status.get("seconds"), "run id": rid})
+                         "seconds": round(status.get("seconds") or 0, 1), "run id": rid})
     return pd.DataFrame(rows)
 
 
@@ -162,3 +173,11 @@ def live_experiments(runs_dir) -> list[dict]:
     from tlcore.experiments import ExperimentStore
 
     return [r for r in ExperimentStore(runs_dir).list() if r["status"] in ("queued", "running")]
+
+
+def experiments_to_show(runs_dir, started: str | None = None) -> list[dict]:
+    """Live experiments, plus `started` (this session's last) once it has ended, so its end is seen."""
+    from tlcore.experiments import ExperimentStore
+
+    records = ExperimentStore(runs_dir).list()
+    return [r for r in records if r["status"] in ("queued", "running") or r["experiment_id"] == started]

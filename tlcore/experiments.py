@@ -233,8 +233,10 @@ def progress(record: dict) -> dict:
 # ---- cost estimate --------------------------------------------------------------------------
 
 # Seconds per image per epoch at 224 px on the 2-core CPU this was built on (Lite0; bigger
-# backbones cost more): a full training step, and one frozen forward pass for the cache.
-STEP_SECONDS, FORWARD_SECONDS, HEAD_RUN_SECONDS = 0.06, 0.02, 2.0
+# backbones cost more): a full training step, and one frozen forward pass for the cache; plus
+# each run's start (model, data). Small images do not get cheaper in proportion (per-batch
+# overheads), hence the floor on the size factor.
+STEP_SECONDS, FORWARD_SECONDS, HEAD_RUN_SECONDS, RUN_START_SECONDS, MIN_SCALE = 0.06, 0.02, 2.0, 5.0, 0.3
 
 
 def estimate(configs: list[TrainConfig], num_images: int, history: list | None = None) -> list[dict]:
@@ -248,17 +250,17 @@ def estimate(configs: list[TrainConfig], num_images: int, history: list | None =
     seen_cache: set[str] = set()
     rows = []
     for cfg in configs:
-        scale = (get_backbone(cfg.backbone).preprocessing(cfg.image_size)[1] / 224) ** 2
+        scale = max(MIN_SCALE, (get_backbone(cfg.backbone).preprocessing(cfg.image_size)[1] / 224) ** 2)
         cached_path = cfg.strategy == "feature_extraction" and cfg.augment == "none" and cfg.feature_cache
         if cached_path and cfg.backbone in seen_cache:
             seconds, cheap = HEAD_RUN_SECONDS, True
         else:
             measured = _measured(history or [], cfg)
             if cached_path:
-                seconds = FORWARD_SECONDS * scale * num_images + HEAD_RUN_SECONDS
+                seconds = RUN_START_SECONDS + FORWARD_SECONDS * scale * num_images + HEAD_RUN_SECONDS
                 seen_cache.add(cfg.backbone)
             else:
-                seconds = measured or STEP_SECONDS * scale * num_images * cfg.epochs
+                seconds = measured or RUN_START_SECONDS + STEP_SECONDS * scale * num_images * cfg.epochs
             cheap = False
         rows.append({"backbone": cfg.backbone, "strategy": cfg.strategy, "lr": cfg.lr, "seed": cfg.seed,
                      "seconds": round(seconds, 1), "cheap": cheap})
@@ -289,7 +291,8 @@ def estimate_text(rows: list[dict]) -> str:
     cheap = [r for r in rows if r["cheap"]]
     line = f"{len(rows)} runs, about {_duration(total)} in all"
     if cheap:
-        line += (f"; {len(cheap)} are cheap (feature extraction reusing the cached backbone features, "
+        line += (f"; {len(cheap)} {'is' if len(cheap) == 1 else 'are'} cheap (feature extraction reusing the "
+                 "cached backbone features, "
                  f"about {_duration(cheap[0]['seconds'])} each)")
     return line
 
