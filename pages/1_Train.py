@@ -10,7 +10,9 @@ from tlcore.data import BUILTIN
 from tlcore.experiments import cancel_experiment, progress, start_experiment
 from tlcore.heads import HEAD_KINDS
 from tlcore.insight_charts import lr_find_figure
+from tlcore.insight_charts import lr_find_figure
 from tlcore.jobs import JobManager, get_manager
+from tlcore.lr_find import lr_find
 from tlcore.lr_find import lr_find
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
@@ -150,6 +152,20 @@ with right:
                        " watch it below.")
         except ValueError as exc:
             st.error(f"Cannot start: {exc}")
+    with st.expander("Learning-rate finder", icon=":material/search_insights:"):  # fastai's lr_find
+        st.caption("Trains up to 100 batches while the learning rate grows from 1e-7 to 10, then restores every "
+                   "weight. Seconds with a frozen backbone (feature cache); fine-tuning takes longer.")
+        if st.button("Find a learning rate", key="lr_find"):
+            try:
+                with st.spinner("Sweeping the learning rate..."):
+                    st.session_state.lr_found = lr_find(settings(backbone, strategy))
+            except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
+                st.error(f"Cannot sweep: {exc}")
+        if found := st.session_state.get("lr_found"):
+            st.plotly_chart(lr_find_figure(found), theme="streamlit", key="lr_find_chart")
+            suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
+            st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
+                      on_click=st.session_state.__setitem__, args=("lr", suggestion))
     with st.expander("Learning-rate finder", icon=":material/search_insights:"):  # fastai's lr_find
         st.caption("Trains up to 100 batches while the learning rate grows from 1e-7 to 10, then restores every "
                    "weight. Seconds with a frozen backbone (feature cache); fine-tuning takes longer.")
