@@ -68,7 +68,8 @@ def test_events_come_in_order_with_named_metrics(run_training) -> None:
 
     started = _started(events)
     assert started["class_names"] == [str(i) for i in range(10)]
-    assert (started["num_train"], started["num_val"]) == (50, 10)
+    # 5 training images per class; validation keeps all of digits' 20% (359 images).
+    assert (started["num_train"], started["num_val"]) == (50, 359)
     assert started["device"] == "cpu" and started["path"] == "full forward"
     assert started["trainable_params"] == started["total_params"] > 0
 
@@ -236,7 +237,8 @@ def test_best_epoch_weights_are_kept(run_training, tiny_config, monkeypatch, fea
     result, events = run_training(on_event=spoil_after_epoch_1, **overrides)
     rows = _rows(events)
     assert _started(events)["path"] == ("feature cache" if feature_cache else "full forward")
-    assert [r["val_acc"] for r in rows[1:]] == pytest.approx([0.1, 0.1])  # 10 images per class
+    # The head says "0" for everything: accuracy is class 0's share of the (whole) validation split.
+    assert [r["val_acc"] for r in rows[1:]] == pytest.approx([0.1, 0.1], abs=0.01)
     assert rows[0]["val_acc"] > 0.1
     assert (result.summary["best_epoch"], result.summary["best_val_acc"]) == (1, rows[0]["val_acc"])
     assert _val_accuracy(tiny_config(**overrides), result.best_state) == pytest.approx(rows[0]["val_acc"])
@@ -274,10 +276,11 @@ def test_nan_loss_stops_the_run_with_where_and_what_to_do(run_training, monkeypa
 def test_huge_learning_rate_diverges_into_a_nan_error(run_training) -> None:
     events = []
     with pytest.raises(TrainingError) as exc:
-        run_training(backbone="efficientnet_lite0", strategy="finetune", optimizer="sgd", lr=1e3, epochs=3,
+        run_training(backbone="efficientnet_lite0", strategy="finetune", optimizer="sgd", lr=10, epochs=3,
                      events=events)
-    # Diverging logits usually end as NaN (inf - inf); an infinite loss is reported the same way.
-    assert re.search(r"loss became (NaN|infinite) at epoch \d+, batch \d+", str(exc.value))
+    # The divergence guard usually trips on the runaway loss before it turns NaN (inf - inf).
+    assert re.search(r"(loss became (NaN|infinite)|the loss diverged) at epoch \d+, batch \d+", str(exc.value))
+    assert "lower the learning rate (it was 10)" in str(exc.value)
 
 
 def test_batch_that_cannot_fit_is_refused_before_anything_runs(run_training) -> None:

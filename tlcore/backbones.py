@@ -17,6 +17,7 @@ from torch import nn
 
 from tlcore import lite0, weights
 from tlcore.heads import make_head
+from tlcore.rng import seeded_build
 from tlcore.simple_cnn import SimpleCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -179,6 +180,7 @@ def build_model(
     pretrained: bool = True,
     head: str = "linear",
     hidden: tuple[int, ...] = (),
+    seed: int | None = None,
 ) -> nn.Module:
     """Build a backbone, with ImageNet weights when `pretrained`, and a new head for N classes.
 
@@ -188,14 +190,27 @@ def build_model(
         pretrained: load ImageNet weights (False: random initial weights).
         head: "linear" or "mlp".
         hidden: hidden widths of the MLP head.
+        seed: seeds the random initial weights (the new head's, or all of them), drawn from a
+            forked generator so that the process-wide one is left as it was.
     """
     spec = get_backbone(name)
-    model = spec.build()
+    # Builds draw initial weights from torch's process-wide generator: one build at a time,
+    # so that a seeded build is not interleaved with another thread's (see rng.py).
+    # Loading weights draws nothing and may be slow, so it happens outside the lock.
+    with seeded_build(seed):
+        model = spec.build()
+        new_head = None
+        if num_classes is not None:
+            in_features = head_in_features(get_module(model, spec.head))
+            # The head draws from a generator of its own: a pretrained model's only randomness
+            # is then independent of any other thread (a scratch backbone relies on the lock).
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            new_head = make_head(head, in_features, num_classes, hidden, spatial=spec.head_spatial,
+                                 generator=generator)
     if pretrained and spec.weights is not None:
         load_pretrained(spec, model)
-    if num_classes is not None:
-        in_features = head_in_features(get_module(model, spec.head))
-        set_module(model, spec.head, make_head(head, in_features, num_classes, hidden, spatial=spec.head_spatial))
+    if new_head is not None:
+        set_module(model, spec.head, new_head)
     return model
 
 

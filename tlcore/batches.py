@@ -48,6 +48,11 @@ class BatchMaker:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
     def __call__(self, images: torch.Tensor, augment: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.device.type == "cuda" and not images.is_pinned():
+            # A batch gathered by indexing (`inputs[idx]`) is pageable even when `inputs` is
+            # pinned, and a non_blocking copy from pageable memory is synchronous. torch's
+            # caching host allocator reuses pinned blocks safely across asynchronous copies.
+            images = images.pin_memory()
         x = images.to(self.device, non_blocking=True)
         if augment:
             x = flip_crop(x.float(), self.crop, generator)
@@ -62,3 +67,15 @@ def index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Gener
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+def training_batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    """Shuffled index batches that are never a lone image.
+
+    A training batch of one crashes BatchNorm ("Expected more than 1 value per channel"), and
+    dropping it would silently skip an image every epoch; it joins the batch before it instead.
+    """
+    batches = list(index_batches(n, batch_size, shuffle=True, generator=generator))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches

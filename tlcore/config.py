@@ -64,14 +64,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be between {lo} and {hi}, got {getattr(self, name)}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be between 32 and 1024 pixels, got {self.image_size}")
-        if not 0 < self.lr <= 1e4 or not 0 < self.lr_factor <= 1:
-            raise ValueError(f"lr must be > 0 and lr_factor in (0, 1], got {self.lr} and {self.lr_factor}")
+        # Every refusal names the valid range. Learning rates above 10 only ever diverge.
+        if not 0 < self.lr <= 10:
+            raise ValueError(f"lr must be greater than 0 and at most 10 (typical: 1e-4 to 1e-2), got {self.lr:g}")
+        if not 0 < self.lr_factor <= 1:
+            raise ValueError(f"lr_factor must be greater than 0 and at most 1, got {self.lr_factor:g}")
+        if not 0 <= self.weight_decay <= 1:
+            raise ValueError(f"weight_decay must be between 0 and 1, got {self.weight_decay:g}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be at least 0 and below 1, got {self.momentum:g}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.subset is not None and self.subset < 1:
-            raise ValueError(f"subset must be at least 1 image per class, got {self.subset}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction:g}")
+        if self.subset is not None and not 1 <= self.subset <= 1_000_000:
+            raise ValueError(f"subset must be between 1 and 1000000 images per class, got {self.subset}")
+        if any(not 1 <= h <= 65536 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be between 1 and 65536, got {', '.join(map(str, self.hidden))}")
         return self
 
     def to_dict(self) -> dict:

@@ -11,8 +11,11 @@ downloads), `hymenoptera`, `cats_dogs` (tutorial zips), or a path to an image fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,10 @@ DOWNLOADS = {
 }
 # Decoded images beyond this many bytes go to a memory-mapped file instead of RAM.
 DEFAULT_MEMORY_BUDGET = int(os.environ.get("TLCORE_MEMORY_BUDGET", 2 * 2**30))
+# With a training subset (quick runs), validation keeps at most this many images per class:
+# every image of digits and of the tutorial folders, 250 of MNIST's or CIFAR-10's 1,000. An
+# accuracy measured on a handful of images moves in steps of many points.
+VAL_CAP_PER_CLASS = 250
 
 
 class DataError(ValueError):
@@ -106,14 +113,26 @@ class DataSource:
 
 
 def _allocate(n: int, resize: int, budget: int, key: str) -> torch.Tensor:
-    """A uint8 (n, 3, resize, resize) buffer: in RAM within the budget, else memory-mapped."""
+    """A uint8 (n, 3, resize, resize) buffer: in RAM within the budget, else memory-mapped.
+
+    The spill file is private to this buffer (two runs on the same dataset must not share,
+    and truncate, one file) and is unlinked as soon as it is mapped: the mapping keeps the
+    data alive for as long as the tensor lives, and nothing is left on disk when the run
+    ends, even if the process dies.
+    """
     shape = (n, 3, resize, resize)
     if n * 3 * resize * resize <= budget:
         return torch.empty(shape, dtype=torch.uint8)
     spill = paths.cache_root() / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    path = spill / f"{key}-{resize}.u8"
-    return torch.from_numpy(np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape))
+    fd, path = tempfile.mkstemp(prefix=f"{key}-{resize}-", suffix=".u8", dir=spill)
+    try:
+        os.ftruncate(fd, max(1, n * 3 * resize * resize))
+        array = np.memmap(path, mode="r+", dtype=np.uint8, shape=shape)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return torch.from_numpy(array)
 
 
 def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split:
@@ -139,8 +158,19 @@ def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split
                 skipped.append((Path(items[i]).name, error))
     if len(keep) == len(items):
         return Split(out, torch.tensor(labels, dtype=torch.long))
-    idx = torch.tensor(keep, dtype=torch.long)
-    return Split(out[idx], torch.tensor(labels, dtype=torch.long)[idx], keep)
+    return Split(_compact(out, keep), torch.tensor(labels, dtype=torch.long)[keep], keep)
+
+
+def _compact(out: torch.Tensor, keep: list[int]) -> torch.Tensor:
+    """Move the kept rows (ascending) to the front, in place, and return that view.
+
+    `out[idx]` would copy the whole split into fresh anonymous memory: for a spilled split,
+    exactly the RAM the spill exists to save.
+    """
+    for new, old in enumerate(keep):
+        if new != old:
+            out[new] = out[old]
+    return out[: len(keep)]
 
 
 def _resize_arrays(items, labels, resize, budget, key) -> Split:
@@ -205,7 +235,7 @@ def _take(seq, idx):
 
 def _array_source(name, classes, x_train, y_train, x_val, y_val, subset, seed) -> DataSource:
     tr = _subset(list(y_train), subset, seed)
-    va = _subset(list(y_val), subset and max(1, subset // 4), seed + 1)
+    va = _subset(list(y_val), subset and VAL_CAP_PER_CLASS, seed + 1)
     x_tr, y_tr = [x_train[i] for i in tr], [int(y_train[i]) for i in tr]
     x_va, y_va = [x_val[i] for i in va], [int(y_val[i]) for i in va]
     fp = _hash_arrays(np.stack(x_tr), np.asarray(y_tr), np.stack(x_va), np.asarray(y_va))
@@ -219,11 +249,10 @@ def _digits(subset, val_fraction, seed) -> DataSource:
     # 8x8 values 0..16 -> 0..255 grey levels.
     images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
     labels = digits.target.tolist()
-    keep = _subset(labels, subset and round(subset / (1 - val_fraction)), seed)
-    images, labels = images[keep], [labels[i] for i in keep]
+    # Split first, then subset the training side: the validation set stays whole.
     tr, va = stratified_split(labels, val_fraction, seed)
     return _array_source("digits", [str(i) for i in range(10)], images[tr], [labels[i] for i in tr],
-                         images[va], [labels[i] for i in va], None, seed)
+                         images[va], [labels[i] for i in va], subset, seed)
 
 
 def _torchvision_dataset(name: str, subset, seed) -> DataSource:
@@ -266,16 +295,18 @@ def _folder_source(root: Path, name: str, val_fraction: float, subset, seed) -> 
     scan = scan_folder(root)
     items = [p for p, _ in scan.train]
     labels = [label for _, label in scan.train]
-    keep = _subset(labels, subset, seed)
-    items, labels = _take(items, keep), _take(labels, keep)
+    # Split first, then subset the training side only: the validation set stays whole
+    # (capped per class), whatever the subset.
     if scan.val is None:
         tr, va = stratified_split(labels, val_fraction, seed)
         x_tr, y_tr, x_va, y_va = _take(items, tr), _take(labels, tr), _take(items, va), _take(labels, va)
     else:
         x_tr, y_tr = items, labels
-        va = _subset([label for _, label in scan.val], subset and max(1, subset // 2), seed + 1)
-        x_va = [scan.val[i][0] for i in va]
-        y_va = [scan.val[i][1] for i in va]
+        x_va, y_va = [p for p, _ in scan.val], [label for _, label in scan.val]
+    keep = _subset(y_tr, subset, seed)
+    x_tr, y_tr = _take(x_tr, keep), _take(y_tr, keep)
+    keep = _subset(y_va, subset and VAL_CAP_PER_CLASS, seed + 1)
+    x_va, y_va = _take(x_va, keep), _take(y_va, keep)
     if not x_va:
         raise DataError(f"{name}: the validation split is empty: add images or raise --val-fraction")
     fp = _hash_files(root, x_tr + x_va, y_tr + y_va)
@@ -286,12 +317,25 @@ def _folder_source(root: Path, name: str, val_fraction: float, subset, seed) -> 
 def _zip_root(zip_path: Path) -> Path:
     with open(zip_path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
-    dest = paths.data_root() / "extracted" / digest
+    base = paths.data_root() / "extracted"
+    dest = base / digest
     done = dest / ".complete"
     if not done.exists():
-        result = extract_zip(zip_path, dest)
-        done.write_text(str(getattr(result, "root", result)))
-    return Path(done.read_text())
+        # Extract into a private folder and rename it into place: two processes extracting
+        # the same zip at once each write their own copy, and the loser's is dropped.
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=base))
+        try:
+            result = extract_zip(zip_path, tmp)
+            (tmp / ".complete").write_text(str(result.root.relative_to(tmp)))
+            if dest.exists() and not done.exists():
+                shutil.rmtree(dest, ignore_errors=True)  # left half-done by an older version
+            with contextlib.suppress(OSError):  # another process finished first: use theirs
+                os.rename(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    root = Path(done.read_text())
+    return root if root.is_absolute() else dest / root  # absolute: written by an older version
 
 
 def check_data_spec(spec: str) -> None:
@@ -314,7 +358,8 @@ def resolve_data(spec: str, *, val_fraction: float = 0.2, subset: int | None = N
     Args:
         spec: a built-in name (see BUILTIN) or a path to an image folder or `.zip`.
         val_fraction: validation share when a folder has no train/val split.
-        subset: keep at most this many training images per class (validation: a quarter).
+        subset: keep at most this many training images per class; the validation split keeps
+            all its images, at most VAL_CAP_PER_CLASS per class.
         seed: seeds the split and the subset.
 
     Raises:

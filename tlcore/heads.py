@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import nn
 
 HEAD_KINDS = ("linear", "mlp")
@@ -16,6 +19,7 @@ def make_head(
     *,
     spatial: bool = False,
     dropout: float = 0.2,
+    generator: torch.Generator | None = None,
 ) -> nn.Module:
     """Build a head mapping `in_features` to `num_classes` logits.
 
@@ -26,6 +30,7 @@ def make_head(
         hidden: hidden widths for "mlp" (default DEFAULT_MLP_HIDDEN).
         spatial: the input is a feature map; pool it to a vector first.
         dropout: dropout between MLP layers.
+        generator: draws the initial weights (default: torch's process-wide generator).
     """
     if kind not in HEAD_KINDS:
         raise ValueError(f"unknown head {kind!r}: choose one of {', '.join(HEAD_KINDS)}")
@@ -36,4 +41,20 @@ def make_head(
             layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = h
     layers.append(nn.Linear(width, num_classes))
+    if generator is not None:
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                _init_linear(layer, generator)
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def _init_linear(layer: nn.Linear, generator: torch.Generator) -> None:
+    """nn.Linear's own initialisation (`reset_parameters`), drawn from `generator`.
+
+    A run's head must not depend on what other threads drew from the process-wide generator
+    (see rng.py); `reset_parameters` offers no generator argument.
+    """
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)

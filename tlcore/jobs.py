@@ -30,6 +30,7 @@ class Job:
     recorder: RunRecorder
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    claimed: bool = False  # taken off the queue, by a worker or by a cancel (manager lock)
 
 
 class JobManager:
@@ -70,12 +71,22 @@ class JobManager:
         return run_id
 
     def cancel(self, run_id: str) -> bool:
-        """Ask a run to stop (within one batch); False if it is not active here."""
+        """Stop a run: a queued one at once, a running one within one batch.
+
+        Returns False if the run is not active here.
+        """
         with self._lock:
             job = self._jobs.get(run_id)
-        if job is None or job.done.is_set():
-            return False
-        job.stop.set()
+            if job is None or job.done.is_set():
+                return False
+            job.stop.set()
+            queued = not job.claimed
+            job.claimed = True  # a worker that dequeues it later skips it
+        if queued:
+            try:
+                job.recorder.emit("cancelled", {"message": "cancelled before it started", "epochs": 0})
+            finally:
+                job.done.set()
         return True
 
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
@@ -136,10 +147,27 @@ class JobManager:
                 job.done.set()
 
     def _run(self, job: Job) -> None:
+        with self._lock:
+            if job.claimed:  # cancelled while queued: already recorded
+                return
+            job.claimed = True
+        try:
+            self._train_and_record(job)
+        except Exception as exc:  # noqa: BLE001 - saving or recording failed: the run fails, the worker goes on
+            self._fail(job, exc)
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        """End a run `failed` after an error outside training (e.g. a full disk while saving)."""
+        hint = f": free space in {self.store.root} and run it again" if isinstance(exc, OSError) else ""
+        try:
+            job.recorder.emit("failed", {"message": f"could not record the run ({type(exc).__name__}: {exc}){hint}"})
+        except Exception:  # noqa: BLE001
+            # The disk refuses even the status file: the live state (what the pages show)
+            # already says failed; stderr keeps the why.
+            traceback.print_exc()
+
+    def _train_and_record(self, job: Job) -> None:
         emit = job.recorder.emit
-        if job.stop.is_set():
-            emit("cancelled", {"message": "cancelled before it started", "epochs": 0})
-            return
         job.recorder.subscribe(self._on_event(job))
         try:
             result = train(job.config, emit, job.stop)

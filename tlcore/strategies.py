@@ -27,14 +27,27 @@ def is_trainable(group: ParamGroup) -> bool:
 
 
 def apply_train_mode(model: nn.Module, groups: list[ParamGroup]) -> None:
-    """model.train(), then eval mode for frozen groups (BatchNorm stats stay put)."""
+    """Train mode for trainable groups only; frozen groups and what only they feed stay in eval.
+
+    Frozen groups keep eval mode, so their BatchNorm statistics and dropout are untouched.
+    Parameterless modules outside every group (Lite0's `_dropout`, EfficientNet-B0's
+    `classifier.0`, the dropouts between AlexNet's and VGG's frozen classifier layers) sit
+    between the backbone and the head: they train exactly when the last backbone group does.
+    So with the backbone frozen the model computes what the feature cache stores (head
+    inputs in eval mode), and the cached and full-forward paths train the same model.
+    """
     model.train()
+    covered: set[int] = set()
     for group in groups:
-        if not is_trainable(group):
-            for module in group.modules:
+        trainable = is_trainable(group)
+        for module in group.modules:
+            covered.update(id(m) for m in module.modules())
+            if not trainable:
                 module.eval()
-    # Modules outside every group (pooling, the Lite0 dropout) follow the head: they only
-    # matter when something trains.
+    outside_trains = len(groups) > 1 and is_trainable(groups[-2])
+    for module in model.modules():
+        if id(module) not in covered:
+            module.training = outside_trains  # this module alone: its children have their own say
 
 
 @dataclass

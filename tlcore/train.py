@@ -133,30 +133,28 @@ class DivergenceGuard:
     """Fails a run whose loss is non-finite or has run far above where the run started.
 
     A diverged run otherwise ends "finished" at chance accuracy with losses in the millions,
-    in silence. The reference is the mean loss of the first `warmup` batches (at least 1.0,
-    so a run that starts near zero loss is not failed for a wobble); the check is on a
-    smoothed loss, so one bad batch that the run recovers from does not fail it.
+    in silence. The reference is the run's first batch loss, the untrained head's, which
+    normal training stays below (at least 1.0, so a run that starts near zero is not failed
+    for a wobble); the check is on a smoothed loss, so one bad batch that the run recovers
+    from does not fail it.
     """
 
     factor: float = 20.0
-    warmup: int = 5
-    first: list[float] = field(default_factory=list)
+    reference: float | None = None
     smoothed: float | None = None
 
     def check(self, loss: float, epoch: int, batch: int, lr: float) -> None:
         where = f"epoch {epoch + 1}, batch {batch + 1}"
         if not math.isfinite(loss):
             kind = "NaN" if math.isnan(loss) else "infinite"
-            raise TrainingError(f"the loss diverged (became {kind}) at {where}: lower the learning rate (it was {lr:g})")
+            raise TrainingError(f"loss became {kind} at {where}: the run diverged; lower the learning rate (it was {lr:g})")
+        if self.reference is None:
+            self.reference = max(loss, 1.0)
         self.smoothed = loss if self.smoothed is None else 0.7 * self.smoothed + 0.3 * loss
-        if len(self.first) < self.warmup:
-            self.first.append(loss)
-            return
-        reference = max(sum(self.first) / len(self.first), 1.0)
-        if self.smoothed > self.factor * reference:
+        if self.smoothed > self.factor * self.reference:
             raise TrainingError(
                 f"the loss diverged at {where} (loss {self.smoothed:.3g}, more than {self.factor:g}x the first "
-                f"batches' {reference:.3g}): lower the learning rate (it was {lr:g})"
+                f"batch's {self.reference:.3g}): lower the learning rate (it was {lr:g})"
             )
 
 
@@ -318,9 +316,8 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             data = _decode(run, source, resize)
             skipped, val_index = data.skipped, data.val.index
             train_x, train_y, val_x, val_y = data.train.images, data.train.labels, data.val.images, data.val.labels
-            if device.type == "cuda" and train_x.numel() < 2**31:
-                # Pinned memory lets the host-to-GPU copy overlap compute (non_blocking).
-                train_x, val_x = train_x.pin_memory(), val_x.pin_memory()
+            # Batches are pinned one at a time on CUDA (BatchMaker): pinning the whole split
+            # doubled its memory and did nothing, as indexing it returned pageable copies.
             augment = cfg.augment != "none"
 
             def forward(x, train_mode):
