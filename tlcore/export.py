@@ -324,6 +324,7 @@ def export_run(run_id: str, runs_dir: str | os.PathLike, out: str | os.PathLike,
             if name not in files:
                 (out / name).unlink(missing_ok=True)
         for name in [*files, README_FILE, META_FILE]:
+            os.chmod(tmp / name, 0o644)  # safetensors writes 0600; a bundle is meant to be shared
             os.replace(tmp / name, out / name)
     return result
 
