@@ -94,7 +94,11 @@ def test_uploads_to_topk_with_a_real_photo_and_a_bad_file(runs_dir: Path, lite0_
     report = ui.predict_uploads(files, ui.ModelChoice(run_id=lite0_run[1]), k=3, runs_dir=runs_dir)
     cat, bad = report.items
     assert {p.label for p in cat.top} <= {str(d) for d in range(10)} and len(cat.top) == 3
-    assert sum(p.prob for p in cat.top) <= 1.0 + 1e-6
+    every_class = ui.predict_uploads(files[:1], ui.ModelChoice(run_id=lite0_run[1]), k=10, runs_dir=runs_dir)
+    full = every_class.items[0].top
+    assert sorted(p.label for p in full) == [str(d) for d in range(10)]
+    assert sum(p.prob for p in full) == pytest.approx(1.0, abs=1e-4)  # a distribution over all classes
+    assert [(p.label, p.prob) for p in cat.top] == [(p.label, p.prob) for p in full[:3]]  # its 3 largest, as they are
     assert CATS & {p.label for p in cat.imagenet}
     assert report.model == "your run: feature_extraction on digits"
     assert report.imagenet_model == "efficientnet_lite0 (ImageNet)" and report.imagenet_note is None
@@ -125,3 +129,23 @@ def test_top_k_goes_up_to_the_run_s_class_count(tmp_path: Path, monkeypatch: pyt
     assert not at.exception
     assert (at.slider(key="k").max, at.slider(key="k").value) == (2, 2)
     assert any(c.value.startswith("simple_cnn + scratch · digits") for c in at.caption)
+
+
+@pytest.mark.parametrize(("backbone", "note"), [
+    ("simple_cnn", "simple_cnn has no ImageNet head to compare with"),
+    ("resnet18", "no ImageNet top-k beside the run: weights for resnet18 are not cached"),  # offline, not cached
+])
+def test_predict_page_says_why_there_is_no_imagenet_top_k(backbone: str, note: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, make_finished_run,
+                                                           chelsea_jpeg: bytes) -> None:
+    runs = tmp_path / "runs"
+    make_finished_run(runs, backbone=backbone, classes=("cats", "dogs"))
+    monkeypatch.setenv("TLCORE_RUNS", str(runs))
+    at = predict_page()
+    at.radio(key="model_kind").set_value("a finished run").run()
+    at.file_uploader(key="images").set_value(("chelsea.jpg", chelsea_jpeg, "image/jpeg")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [c.value for c in at.caption if "ImageNet" in c.value]
+    assert len(notes) == 1 and notes[0].startswith(note), [c.value for c in at.caption]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1, "expected the run's top-k alone, without an ImageNet chart beside it"
