@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import SafetensorError
 
 from tlcore import features, weights
 from tlcore.predict import get_predictor
-from tlcore.runs import RunStore, validate_run_id, write_json
+from tlcore.runs import RunDamaged, RunStore, validate_run_id, write_json
 
-# A file that is not safetensors fails to parse (a friendlier wrapper may turn that into these).
-REFUSED = (SafetensorError, ValueError, OSError, RuntimeError)
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
@@ -76,9 +73,11 @@ def test_pickle_posing_as_safetensors_is_refused_without_running(tmp_path: Path)
     _fake_finished_run(runs, "evil-run")
     _malicious_checkpoint(runs / "evil-run" / "model.safetensors", marker)
 
-    with pytest.raises(REFUSED):
+    # Not safetensors: refused as damaged, with the fix, before any unpickling.
+    damaged = r"run evil-run's weights file is damaged or not safetensors \(.*\): train the run again"
+    with pytest.raises(RunDamaged, match=damaged):
         RunStore(runs).load_weights("evil-run")
-    with pytest.raises(REFUSED):
+    with pytest.raises(RunDamaged, match=damaged):
         get_predictor(run_id="evil-run", runs_dir=runs, device="cpu")
     assert not marker.exists(), "the pickle payload ran"
 
