@@ -36,7 +36,7 @@ elif kind == kinds[1] and runs:
     labels = ui.run_labels(manager(runs_dir).list_runs())  # the same labels as on Train and Compare
     run_id = left.selectbox("Run", list(runs), key="run", format_func=labels.get)
     choice = ui.ModelChoice(run_id=run_id)
-    left.caption(f"{labels[run_id]} · {ui.run_details(runs[run_id])}")  # the whole label, wrapped
+    left.caption(f"{labels[run_id]} · created {ui.run_time(run_id)}")  # the whole label, wrapped
     left.caption(f"{len(runs[run_id].class_names)} classes: {', '.join(runs[run_id].class_names[:12])}")
 else:
     names = ui.imagenet_backbones()

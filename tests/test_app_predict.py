@@ -128,7 +128,7 @@ def test_top_k_goes_up_to_the_run_s_class_count(tmp_path: Path, monkeypatch: pyt
     at.radio(key="model_kind").set_value("a finished run").run()
     assert not at.exception
     assert (at.slider(key="k").max, at.slider(key="k").value) == (2, 2)
-    assert any(c.value.startswith("simple_cnn + scratch · digits") for c in at.caption)
+    assert any(c.value.startswith("simple_cnn + scratch · created 2026-01-01") for c in at.caption)
 
 
 @pytest.mark.parametrize(("backbone", "note"), [

@@ -540,7 +540,7 @@ def test_runs_named_compare_legible_and_train_form_in_chromium(app_server: AppSe
         with _rerun(page):
             _widget(page, "data_source").get_by_text("upload a .zip").click()
         expect(_combobox(page, "earlier_zip")).to_have_value("cats vs dogs.zip")
-        expect(_combobox(page, "image_size")).to_have_value("auto (224 px)")
+        expect(_combobox(page, "image_size")).to_have_value("224 (auto)")
         _assert_clean(page, "Train form")
         _screenshot(page, tmp_path / "issue9_train_form.png")
 

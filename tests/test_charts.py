@@ -239,6 +239,18 @@ def test_compare_legend_lists_each_run_once_below_the_plot_with_room() -> None:
     assert fig.layout.height == 320 + margin.t + margin.b  # the plot keeps its height; the figure grows
 
 
+def test_long_run_labels_wrap_in_the_legend_instead_of_running_off_the_chart() -> None:
+    label = "efficientnet_lite0 + feature_extraction · cats vs dogs.zip · 64 px · all images · lr 0.001 · 3 epochs"
+    assert charts.legend_name(label) == (
+        "efficientnet_lite0 + feature_extraction · cats vs dogs.zip<br>64 px · all images · lr 0.001 · 3 epochs")
+    assert charts.legend_name("resnet18 + finetune") == "resnet18 + finetune"
+    run = _record("20250101-171000-x", "finetune", [0.5])
+    one_line = charts.compare_figure([run], "acc", names=["short"])
+    two_lines = charts.compare_figure([run], "acc", names=[label])
+    assert _legend(two_lines)[0] == charts.legend_name(label)
+    assert two_lines.layout.margin.b == one_line.layout.margin.b + charts.LEGEND_ROW_PX  # room for the 2nd line
+
+
 def test_accuracy_axis_fits_the_data_unless_asked_for_0_to_100() -> None:
     high = [_record("20250101-180000-a", "finetune", [0.86, 0.93]), _record("20250101-180100-b", "finetune", [0.9, 0.97])]
     low, top = charts.compare_figure(high, "acc").layout.yaxis.range
@@ -276,3 +288,8 @@ def test_curves_show_the_batches_of_the_epoch_in_progress() -> None:
 def test_result_line_says_1_epoch() -> None:
     one = {"best_val_acc": 0.5, "best_epoch": 1, "seconds": 3.0, "metrics": FE.metrics[:1]}
     assert "1 epoch in 3.0 s" in ui.result_line(one) and "1 epochs" not in ui.result_line(one)
+
+
+def test_image_size_labels_fit_a_narrow_box() -> None:
+    assert ui.image_size_label(None, "efficientnet_lite0") == "224 (auto)"
+    assert ui.image_size_label(64) == "64 px" and ui.image_size_label(None) == "auto"

@@ -158,6 +158,20 @@ def _legend_below(fig: go.Figure, entries: int, plot_height: int, top: int, colu
     )
 
 
+LEGEND_WRAP = 60  # characters per legend line: a long label wraps at " · " instead of running off the chart
+
+
+def legend_name(name: str, width: int = LEGEND_WRAP) -> str:
+    """A run label for a legend: wrapped onto lines of about `width` characters at its " · " breaks."""
+    lines = [""]
+    for part in name.split(" · "):
+        if lines[-1] and len(lines[-1]) + 3 + len(part) > width:
+            lines.append(part)
+        else:
+            lines[-1] = f"{lines[-1]} · {part}" if lines[-1] else part
+    return "<br>".join(lines)
+
+
 def _key(fig: go.Figure, name: str, **style) -> None:
     """A legend-only entry explaining a line style or a marker (no data)."""
     fig.add_trace(go.Scatter(x=[None], y=[None], name=name, hoverinfo="skip", **style))
@@ -220,18 +234,20 @@ def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", includ
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRIC_TITLES)}")
     names = names or run_names(runs)
     fig = go.Figure()
-    longest, plotted = 0, []
+    longest, plotted, legend_rows = 0, [], 0
     splits = ("val", "train") if include_train else ("val",)
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         metrics = _parts(run)[3]
         longest = max(longest, len(metrics))
         color = PALETTE[i % len(PALETTE)]
+        shown = legend_name(name)
+        legend_rows += shown.count("<br>") + 1
         for split in splits:
             x, y = _column(metrics, f"{split}_{metric}")
             plotted += y
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode=_mode(len(x)), legendgroup=name, showlegend=split == "val",
-                name=name if split == "val" else f"{name} (train)",
+                name=shown if split == "val" else f"{name} (train)",
                 line={"color": color, "dash": SPLIT_DASH[split]},
             ))
         best = best_epoch(run)
@@ -250,7 +266,7 @@ def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", includ
     _key(fig, "best epoch", mode="markers", marker={"symbol": "star", "size": 12, "color": "gray"})
     title = f"{'train and ' if include_train else ''}validation {METRIC_TITLES[metric]}"
     fig.update_layout(title_text=title)
-    _legend_below(fig, len(names) + keys, height, top=40)
+    _legend_below(fig, legend_rows + keys, height, top=40)
     if metric == "acc":
         fig.update_yaxes(range=_acc_range(plotted, full_range), tickformat=".0%")
     else:

@@ -49,10 +49,10 @@ def backbone_label(row: dict) -> str:
 
 
 def image_size_label(size: int | None, backbone: str | None = None) -> str:
-    """`default (224 px)` (the backbone's own size) for None, else `64 px`."""
+    """`224 (auto)` (the backbone's own size) for None, else `64 px`: short enough for a narrow box."""
     if size is None:
         default = backbones.get_backbone(backbone).input_size if backbone else None
-        return f"default ({default} px)" if default else "default"
+        return f"{default} (auto)" if default else "auto"
     return f"{size} px"
 
 
