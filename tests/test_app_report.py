@@ -1,0 +1,71 @@
+"""AppTest tests of the Report page: no runs, a run's report, a picked cell, an old run, another folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tlcore.config import TrainConfig
+from tlcore.jobs import get_manager
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/4_Report.py"
+
+
+@pytest.fixture
+def one_run(tl_env, image_folder) -> str:
+    manager = get_manager(tl_env.runs)
+    run_id = manager.submit(TrainConfig(backbone="simple_cnn", data=str(image_folder), strategy="scratch",
+                                        epochs=2, image_size=32, val_fraction=0.5, device="cpu"))
+    assert manager.wait(run_id, timeout=120) and manager.snapshot(run_id)["status"] == "finished"
+    return run_id
+
+
+def report_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_without_runs_it_says_to_train_one() -> None:
+    at = report_page()
+    assert "No finished run yet" in at.info[0].value
+
+
+def test_a_runs_report_and_one_cell(one_run) -> None:
+    at = report_page()
+    assert "9 images" in at.caption[0].value
+    assert at.get("plotly_chart")  # the confusion matrix
+    assert len(at.dataframe) == 2 and list(at.dataframe[0].value["class"]) == ["cat", "coffee", "rocket"]
+    assert len(at.get("image")) == 9 and at.subheader[0].value == "Highest loss"
+    options = at.selectbox(key="report_cell").options
+    assert options[0] == "all images" and len(options) > 1
+    cell = options[1]  # e.g. "cat → coffee (2)": the biggest mistake first
+    at.selectbox(key="report_cell").select(cell).run()
+    assert not at.exception, at.exception
+    actual, rest = cell.split(" → ")
+    predicted, count = rest[:-1].split(" (")
+    assert at.subheader[0].value == f"Highest loss: {actual} predicted as {predicted}"
+    assert len(at.get("image")) == int(count)
+
+
+def test_an_old_run_says_retrain_it(one_run, tl_env) -> None:
+    (tl_env.runs / one_run / "val_results.json").unlink()
+    at = report_page()
+    assert "retrain it" in at.info[0].value
+
+
+def test_another_folder_reports_unknown_folders(one_run, tmp_path, make_class_folders) -> None:
+    test = make_class_folders(tmp_path / "test", per_class=2, classes=("cat", "coffee"), seed=3)
+    shutil.copytree(test / "cat", test / "dog")
+    at = report_page()
+    at.radio(key="report_images").set_value("another folder or zip").run()
+    at.text_input(key="report_folder").input(str(test)).run()
+    at.button(key="report_evaluate").click().run()
+    assert not at.exception, at.exception
+    assert any("'dog' (2 images)" in w.value for w in at.warning)
+    assert "4 images of test" in at.caption[0].value
