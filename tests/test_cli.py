@@ -152,3 +152,16 @@ def test_train_learning_rate_defaults_per_strategy_and_optimizer() -> None:
     assert lr("--strategy", "finetune") == default_lr("finetune") == 1e-4
     assert lr("--strategy", "finetune", "--optimizer", "sgd") == pytest.approx(1e-3)
     assert lr("--strategy", "finetune", "--lr", "0.05") == 0.05
+
+
+def test_runs_lists_uploads_by_their_file_name_and_user_names(tmp_path: Path, capsys) -> None:
+    from tlcore.runs import RunStore
+    from tlcore.uploads import save_upload
+
+    stored = save_upload(b"PK\x05\x06" + bytes(18), "cats and dogs.zip", tmp_path / "uploads")
+    store = RunStore(tmp_path / "runs")
+    store.create("20261127-054706-a", {"backbone": "simple_cnn", "strategy": "scratch", "data": str(stored)})
+    store.set_name("20261127-054706-a", "first try")
+    assert main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "cats and dogs.zip" in line and "'first try'" in line and stored.stem not in line

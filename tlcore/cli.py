@@ -246,6 +246,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from tlcore.charts import dataset_name
     from tlcore.runs import RunStore
 
     records = RunStore(args.runs_dir or runs_root()).list()
@@ -253,14 +254,16 @@ def cmd_runs(args) -> int:
              "strategy": r.config.get("strategy"), "data": r.config.get("data"),
              "epochs": len(r.metrics), "best_val_acc": r.status.get("best_val_acc"),
              "message": r.status.get("message"), "experiment_id": r.config.get("experiment_id"),
-             "cell": r.config.get("cell")} for r in records]
+             "cell": r.config.get("cell"), "name": r.name,
+             "dataset": dataset_name(r.config.get("data"))} for r in records]  # an upload by its file name
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
         acc = f"{r['best_val_acc']:.3f}" if isinstance(r["best_val_acc"], float) else "-"
         exp = f"  {r['experiment_id']} seed {r['cell'].get('seed')}" if r["experiment_id"] and r["cell"] else ""
-        print(f"{r['run_id']:60} {r['status']:11} {r['data']!s:15} epochs {r['epochs']:3}  best {acc}{exp}")
+        name = f"  {r['name']!r}" if r["name"] else ""
+        print(f"{r['run_id']:60} {r['status']:11} {r['dataset']:15} epochs {r['epochs']:3}  best {acc}{exp}{name}")
     return 0
 
 
