@@ -112,7 +112,8 @@ with right:
     head = c3.selectbox("Head", HEAD_KINDS, index=HEAD_KINDS.index(d.head), key="head")
     augment = c1.selectbox("Augmentation", AUGMENTS, index=AUGMENTS.index(d.augment), key="augment")
     image_size = c2.selectbox("Image size", ui.IMAGE_SIZES, key="image_size",
-                              format_func=lambda s: ui.image_size_label(s, backbone))
+                              format_func=lambda s: ui.image_size_label(s, backbone),
+                              help="pixels per side; auto: the backbone's own input size")
     seed = c3.number_input("Seed", 0, 2**31 - 1, d.seed, key="seed")
     subset = c1.number_input("Images per class", 1, None, None, key="subset", placeholder="all",
                              help="training images per class, for quick trial runs; validation keeps all its images")
