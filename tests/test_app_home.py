@@ -14,5 +14,5 @@ def test_landing_page_links_every_page() -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Transfer learning on images"
     links = [el.proto for el in at.get("page_link")]
-    assert [link.label for link in links] == ["**Train**", "**Compare**", "**Predict**"]
+    assert [link.label for link in links] == ["**Train**", "**Compare**", "**Predict**", "**Report**"]
     assert "Quick start" in [h.value for h in at.subheader]
