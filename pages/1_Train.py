@@ -10,9 +10,7 @@ from tlcore.data import BUILTIN
 from tlcore.experiments import cancel_experiment, progress, start_experiment
 from tlcore.heads import HEAD_KINDS
 from tlcore.insight_charts import lr_find_figure
-from tlcore.insight_charts import lr_find_figure
 from tlcore.jobs import JobManager, get_manager
-from tlcore.lr_find import lr_find
 from tlcore.lr_find import lr_find
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
@@ -167,27 +165,19 @@ with right:
             suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
             st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
                       on_click=st.session_state.__setitem__, args=("lr", suggestion))
-    with st.expander("Learning-rate finder", icon=":material/search_insights:"):  # fastai's lr_find
-        st.caption("Trains up to 100 batches while the learning rate grows from 1e-7 to 10, then restores every "
-                   "weight. Seconds with a frozen backbone (feature cache); fine-tuning takes longer.")
-        if st.button("Find a learning rate", key="lr_find"):
-            try:
-                with st.spinner("Sweeping the learning rate..."):
-                    st.session_state.lr_found = lr_find(settings(backbone, strategy))
-            except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
-                st.error(f"Cannot sweep: {exc}")
-        if found := st.session_state.get("lr_found"):
-            st.plotly_chart(lr_find_figure(found), theme="streamlit", key="lr_find_chart")
-            suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
-            st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
-                      on_click=st.session_state.__setitem__, args=("lr", suggestion))
 with st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:"):
     st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
                f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
                "other strategies get their defaults.")
-    exp_strategies = st.multiselect("Strategies", list(STRATEGIES), default=[strategy], key="exp_strategies")
+    if not st.session_state.get("exp_picked"):  # follow the picks above until the user picks here
+        st.session_state.exp_strategies, st.session_state.exp_backbones = [strategy], [backbone]
+
+    def picked() -> None:
+        st.session_state.exp_picked = True
+
+    exp_strategies = st.multiselect("Strategies", list(STRATEGIES), key="exp_strategies", on_change=picked)
     e1, e2 = st.columns([4, 1])
-    exp_backbones = e1.multiselect("Backbones", list(rows), default=[backbone], key="exp_backbones")
+    exp_backbones = e1.multiselect("Backbones", list(rows), key="exp_backbones", on_change=picked)
     exp_seeds = e2.number_input("Seeds", 1, 20, 3, key="exp_seeds", help="runs per strategy and backbone")
     if st.button("Plan experiment", key="exp_plan"):
         st.session_state.exp_planned = None

@@ -44,7 +44,7 @@ def experiment_view(experiments: dict[str, dict]) -> None:
     st.dataframe(experiment_views.display_frame(summary), hide_index=True, key="experiment_summary")
     st.download_button("Download cells (CSV)", charts.to_csv(summary), f"{exp_id}-cells.csv", "text/csv",
                        key="download_cells", on_click="ignore")
-    st.dataframe(seeds, hide_index=True, key="experiment_seeds")
+    st.dataframe(experiment_views.display_seeds(seeds), hide_index=True, key="experiment_seeds")
     st.download_button("Download runs (CSV)", charts.to_csv(seeds), f"{exp_id}-runs.csv", "text/csv",
                        key="download_seed_runs", on_click="ignore")
 

@@ -74,5 +74,5 @@ def test_compare_page_shows_bands_table_and_verdict(runs_dir: Path, tiny_config)
     assert len(bands) == 2 and len(means) == 2
     summary, per_run = (d.value for d in at.dataframe)  # AppTest does not keep dataframe keys
     assert sorted(summary["cell"]) == ["simple_cnn/finetune", "simple_cnn/scratch"]
-    assert set(summary["seeds"]) == {2} and sorted(summary["rank"]) == [1, 2]
+    assert set(summary["n"]) == {2} and sorted(summary["rank"]) == [1, 2]
     assert len(per_run) == 4 and set(per_run["seed"]) == {0, 1}

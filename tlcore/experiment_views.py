@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
+from tlcore import stats
 from tlcore.config import TrainConfig
 from tlcore.experiments import Grid, count_images, estimate, estimate_text, expand, progress
 from tlcore.runs import RunStore
@@ -150,12 +151,15 @@ def summary_frame(groups: list[dict]) -> pd.DataFrame:
 
 
 def seeds_frame(runs: RunStore, groups: list[dict]) -> pd.DataFrame:
-    """One row per finished run: its cell, seed, best and final accuracy, seconds and run id."""
+    """One row per finished run: its cell, seed, best accuracy with its Wilson interval, final, seconds, id."""
     rows = []
     for g in groups:
         for rid, seed in zip(g["run_ids"], g["seeds"], strict=True):
             status = runs.load(rid).status
-            rows.append({"cell": g["name"], "seed": seed, "best val acc": status.get("best_val_acc"),
+            acc, n = status.get("best_val_acc"), status.get("num_val") or 0
+            low, high = stats.wilson_interval(round(acc * n), n) if acc is not None and n else (None, None)
+            rows.append({"cell": g["name"], "seed": seed, "best val acc": acc,
+                         "Wilson 95%": f"{100 * low:.1f}-{100 * high:.1f}%" if low is not None else "-",
                          "best epoch": status.get("best_epoch"), "final val acc": status.get("final_val_acc"),
                          "seconds": round(status.get("seconds") or 0, 1), "run id": rid})
     return pd.DataFrame(rows)
@@ -181,3 +185,11 @@ def experiments_to_show(runs_dir, started: str | None = None) -> list[dict]:
 
     records = ExperimentStore(runs_dir).list()
     return [r for r in records if r["status"] in ("queued", "running") or r["experiment_id"] == started]
+
+
+def display_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as the page shows it: percentages, no run id (the CSV keeps both)."""
+    out = seeds.drop(columns=["run id"], errors="ignore")
+    for col in ("best val acc", "final val acc"):
+        out[col] = out[col].map(lambda v: "-" if v is None or v != v else f"{100 * v:.1f}%")
+    return out
