@@ -81,6 +81,30 @@ def test_spec_preprocessing_is_sane(name: str) -> None:
         assert len(labels) == 1000 and labels[0] == "tench"
 
 
+@pytest.mark.parametrize("name", [n for n in ALL if get_backbone(n).weights not in (None, "package")])
+def test_written_out_preprocessing_matches_torchvision_weights(name: str) -> None:
+    """The registry spells out what torchvision's weights entry says, so it need not import torchvision."""
+    import torchvision.models
+
+    spec = get_backbone(name)
+    weights = torchvision.models.get_weight(spec.weights)
+    t = weights.transforms()
+    assert (spec.input_size, spec.resize_size) == (t.crop_size[0], t.resize_size[0])
+    assert (spec.mean, spec.std) == (tuple(t.mean), tuple(t.std))
+    assert spec.extra["num_params"] == weights.meta["num_params"]
+    assert backbones.weights_source(spec) == weights.url
+
+
+def test_cli_import_leaves_torchvision_unimported() -> None:
+    """torchvision.models and .ops cost over a second at start-up: only a build or a weights lookup pays it."""
+    import subprocess
+    import sys
+
+    code = "import sys, tlcore.cli, tlcore.rng; print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_unknown_backbone_lists_the_known_ones() -> None:
     with pytest.raises(ValueError) as exc:
         get_backbone("nope")
@@ -120,3 +144,13 @@ def test_lite0_packaged_weights_recognise_real_photos(photo: str, expected: set[
     top5 = [p.label for p in result.predictions]
     assert result.error is None and len(top5) == 5
     assert expected & set(top5), f"{photo}: top-5 was {top5}"
+
+
+def test_bind_generator_swaps_torchvision_stochastic_depth() -> None:
+    """rng looks StochasticDepth up lazily: a torchvision model built later still gets its modules swapped."""
+    from tlcore.rng import GeneratorStochasticDepth, bind_generator
+
+    model = backbones.build_model("efficientnet_b0", 3, pretrained=False)
+    swapped = bind_generator(model, torch.Generator().manual_seed(0))
+    assert sum(isinstance(m, GeneratorStochasticDepth) for m in model.modules()) == 16
+    assert swapped == 17  # 16 stochastic depths and the classifier's dropout

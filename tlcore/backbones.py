@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torchvision
 from torch import nn
 
 from tlcore import lite0, weights
@@ -79,12 +78,18 @@ def list_backbones() -> list[str]:
 # ---- weights and labels -------------------------------------------------------------------
 
 
+# torchvision.models is imported only here and in the builders: importing it pulls every model
+# family and torchvision.ops (with torch._dynamo), over a second that `runs` or `--help` never use.
 def _tv_weights(spec: BackboneSpec):
+    import torchvision.models
+
     return torchvision.models.get_weight(spec.weights)
 
 
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names, in the order every ImageNet head uses."""
+    import torchvision.models
+
     return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -247,11 +252,18 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 # ---- the registry -------------------------------------------------------------------------
 
 
-def _tv(name: str, weights_id: str, head: str, groups, description: str, cam_layer: str, **kw) -> BackboneSpec:
-    w = torchvision.models.get_weight(weights_id)
-    t = w.transforms()
+def _tv(name: str, weights_id: str, head: str, groups, description: str, cam_layer: str, *,
+        resize_size: int = 256, num_params: int, **kw) -> BackboneSpec:
+    """Register a torchvision network.
+
+    Preprocessing and size are written out rather than read from `weights.transforms()` so that
+    the registry needs no torchvision import; tests/test_backbones.py checks them against
+    torchvision's weights entries. Every entry here uses a 224 px crop and ImageNet statistics.
+    """
 
     def build() -> nn.Module:
+        import torchvision.models
+
         return torchvision.models.get_model(name, weights=None, **kw)
 
     return register_backbone(
@@ -261,13 +273,11 @@ def _tv(name: str, weights_id: str, head: str, groups, description: str, cam_lay
             head=head,
             groups=groups,
             weights=weights_id,
-            input_size=t.crop_size[0],
-            resize_size=t.resize_size[0],
-            mean=tuple(t.mean),
-            std=tuple(t.std),
+            input_size=224,
+            resize_size=resize_size,
             description=description,
             cam_layer=cam_layer,
-            extra={"num_params": w.meta["num_params"]},
+            extra={"num_params": num_params},
             ignore_keys=("aux1.", "aux2.") if name == "googlenet" else (),
         )
     )
@@ -279,39 +289,42 @@ def _seq(prefix: str, indices) -> tuple[str, ...]:
 
 _tv("alexnet", "AlexNet_Weights.IMAGENET1K_V1", "classifier.6",
     (("features.0",), ("features.3",), _seq("features", (6, 8, 10)), ("classifier.1", "classifier.4")),
-    "AlexNet (2012), 61M params: the classic, large and inaccurate", "features.12")
+    "AlexNet (2012), 61M params: the classic, large and inaccurate", "features.12",
+    num_params=61_100_840)
 _tv("vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6",
     (_seq("features", (0, 2)), _seq("features", (5, 7)), _seq("features", (10, 12, 14)),
      _seq("features", (17, 19, 21)), _seq("features", (24, 26, 28)), ("classifier.0", "classifier.3")),
-    "VGG16, 138M params: the Keras tutorials' favourite, slow on CPU", "features.30")
-for _depth, _wid in (("18", "V1"), ("34", "V1"), ("50", "V2")):
+    "VGG16, 138M params: the Keras tutorials' favourite, slow on CPU", "features.30",
+    num_params=138_357_544)
+for _depth, _wid, _resize, _params in (("18", "V1", 256, 11_689_512), ("34", "V1", 256, 21_797_672),
+                                       ("50", "V2", 232, 25_557_032)):
     _tv(f"resnet{_depth}", f"ResNet{_depth}_Weights.IMAGENET1K_{_wid}", "fc",
         (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
-        f"ResNet-{_depth}: the PyTorch tutorial's backbone", "layer4")
+        f"ResNet-{_depth}: the PyTorch tutorial's backbone", "layer4", resize_size=_resize, num_params=_params)
 _tv("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", "classifier",
     (("features.conv0", "features.norm0"),
      *((f"features.denseblock{i}", f"features.transition{i}") for i in (1, 2, 3)),
      ("features.denseblock4", "features.norm5")),
-    "DenseNet-121, 8M params, dense connections", "features")
+    "DenseNet-121, 8M params, dense connections", "features", num_params=7_978_856)
 _squeeze = _tv("squeezenet1_1", "SqueezeNet1_1_Weights.IMAGENET1K_V1", "classifier",
                (("features.0",), _seq("features", (3, 4)), _seq("features", (6, 7)),
                 _seq("features", (9, 10)), _seq("features", (11, 12))),
-               "SqueezeNet 1.1, 1.2M params, tiny and fast", "features")
+               "SqueezeNet 1.1, 1.2M params, tiny and fast", "features", num_params=1_235_496)
 _REGISTRY["squeezenet1_1"] = BackboneSpec(**{**_squeeze.__dict__, "head_spatial": True})
 _tv("googlenet", "GoogLeNet_Weights.IMAGENET1K_V1", "fc",
     (("conv1", "conv2", "conv3"), ("inception3a", "inception3b"),
      ("inception4a", "inception4b", "inception4c"), ("inception4d", "inception4e"),
      ("inception5a", "inception5b")),
-    "GoogLeNet (Inception v1), 6.6M params", "inception5b",
+    "GoogLeNet (Inception v1), 6.6M params", "inception5b", num_params=6_624_904,
     aux_logits=False, transform_input=True, init_weights=False)
 _tv("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "classifier.3",
     (("features.0",), _seq("features", (1, 2, 3)), _seq("features", (4, 5, 6)),
      _seq("features", range(7, 13)), _seq("features", (13, 14, 15)), ("features.16", "classifier.0")),
-    "MobileNetV3-Large, 5.5M params, built for phones", "features")
+    "MobileNetV3-Large, 5.5M params, built for phones", "features", num_params=5_483_032)
 _tv("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", "classifier.1",
     (("features.0",), _seq("features", (1, 2)), ("features.3",), ("features.4",), ("features.5",),
      ("features.6",), _seq("features", (7, 8))),
-    "EfficientNet-B0, 5.3M params, accurate for its size", "features")
+    "EfficientNet-B0, 5.3M params, accurate for its size", "features", num_params=5_288_548)
 
 _lite_stages = lite0.stage_block_ranges()
 register_backbone(

@@ -20,12 +20,12 @@ The alternative, a worker process per run, isolates randomness too but costs a t
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 # Held by every model build in the process (re-entrant: a build may call another builder).
 BUILD_LOCK = threading.RLock()
@@ -84,6 +84,16 @@ class GeneratorStochasticDepth(nn.Module):
         return f"p={self.p}, mode={self.mode}"
 
 
+def _stochastic_depth_class() -> type | None:
+    """torchvision's StochasticDepth class, or None when its module was never imported.
+
+    Importing torchvision.ops costs over a second (it pulls torch._dynamo); a model can only hold
+    a StochasticDepth if something already imported its module, so looking it up is enough.
+    """
+    module = sys.modules.get("torchvision.ops.stochastic_depth")
+    return None if module is None else module.StochasticDepth
+
+
 def bind_generator(model: nn.Module, generator: torch.Generator) -> int:
     """Swap each dropout / stochastic-depth module for one drawing from `generator`.
 
@@ -91,10 +101,11 @@ def bind_generator(model: nn.Module, generator: torch.Generator) -> int:
     modules were swapped.
     """
     swaps = []
+    stochastic_depth = _stochastic_depth_class()
     for name, module in model.named_modules():
         if type(module) is nn.Dropout:  # the only dropout kind in the registry's backbones and heads
             swaps.append((name, GeneratorDropout(module.p, generator)))
-        elif isinstance(module, StochasticDepth):
+        elif stochastic_depth is not None and isinstance(module, stochastic_depth):
             swaps.append((name, GeneratorStochasticDepth(module.p, module.mode, generator)))
     for name, new in swaps:
         parent, _, leaf = name.rpartition(".")
