@@ -108,11 +108,12 @@ def grad_cam(predictor: Predictor, image, name: str = "upload", class_index: int
         try:
             with GradCAM(model=model, target_layers=[layer]) as cam:
                 hooks.after()
-                if class_index is None:
-                    with torch.no_grad():
-                        class_index = int(model(x).argmax(1))
-                heatmap = cam(input_tensor=x, targets=[ClassifierOutputTarget(class_index)])[0]
-                prob = float(cam.outputs.detach().float().softmax(1)[0, class_index])
+                # No target: grad-cam follows the top class, in the same forward pass.
+                targets = None if class_index is None else [ClassifierOutputTarget(class_index)]
+                heatmap = cam(input_tensor=x, targets=targets)[0]
+                probs = cam.outputs.detach().float().softmax(1)[0]
+                class_index = int(probs.argmax()) if class_index is None else class_index
+                prob = float(probs[class_index])
         finally:
             hooks.remove()
             model.zero_grad(set_to_none=True)
