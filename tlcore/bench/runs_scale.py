@@ -1,0 +1,195 @@
+"""`python -m tlcore.bench.runs_scale`: the app and the run list with thousands of runs in the folder.
+
+It trains one real tiny run (simple_cnn on digits, 32 px, 5 images per class, 1 epoch) with the
+CLI, copies it into N run folders (2,000 by default; weights and per-image results hard-linked)
+in a temporary runs folder, marks the newest copy `running` (owned by this process, so every
+reader sees it alive) and measures:
+
+- `RunStore.list()`: the first call in this process and the median of the next calls;
+- the Train page's poll (what its fragment reads every second while a run trains), at N and at
+  N / 10 runs: a poll whose cost does not grow with the finished runs costs the same at both;
+- each page's first render in Chromium (`streamlit run app.py` on the temporary folder, a new
+  browser session per page after one warm-up visit): from the request until the script ended
+  and every chart is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tlcore import ui
+from tlcore.runs import RunStore, owner, read_json, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = (("Home", "", "Transfer learning on images"), ("Train", "Train", "Train"),
+         ("Compare", "Compare", "Compare runs"), ("Predict", "Predict", "Predict"), ("Report", "Report", "Report"))
+LINKED = ("model.safetensors", "val_results.json")  # large and never rewritten: hard links keep the copies cheap
+
+
+def train_template(folder: Path) -> Path:
+    """One real finished run, trained by the CLI; returns its folder."""
+    env = {**os.environ, "TLCORE_THREADS": "1", "TLCORE_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "tlcore", "train", "--backbone", "simple_cnn", "--strategy", "scratch",
+                    "--data", "digits", "--image-size", "32", "--subset", "5", "--epochs", "1",
+                    "--runs-dir", str(folder)], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    return next(p for p in folder.iterdir() if (p / "model.safetensors").is_file())
+
+
+def populate(root: Path, template: Path, count: int, running: int = 1) -> list[str]:
+    """`count` copies of `template` in `root`, one minute apart (newest last); the newest `running` read as running."""
+    root.mkdir(parents=True, exist_ok=True)
+    status = read_json(template / "status.json")
+    start = time.time() - count * 60
+    ids = []
+    for i in range(count):
+        created = start + i * 60
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created))}-simple_cnn-scratch-{i:06x}"
+        folder = root / run_id
+        folder.mkdir()
+        for f in template.iterdir():
+            if f.name in LINKED:
+                os.link(f, folder / f.name)
+            elif f.name != "status.json":
+                shutil.copy2(f, folder / f.name)
+        copy = {**status, "created": created, "started": created + 1, "ended": created + 11}
+        if i >= count - running:
+            copy = {**copy, **owner(), "status": "running", "ended": None}
+        write_json(folder / "status.json", copy)
+        ids.append(run_id)
+    return ids
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(first call's seconds, median seconds of the next `repeat` calls)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times) if times else first
+
+
+def train_poll(store: RunStore) -> None:
+    """What the Train page's runs panel reads on each poll (pages/1_Train.py, `runs_panel`): the
+    active runs only (before issue 13 it listed and labelled every run: `store.list()`,
+    `ui.run_labels(records)`, `ui.runs_to_show(records, [])`)."""
+    ui.runs_to_show(store.active(), [], show_all=True)
+
+
+def measure_library(root: Path, repeat: int) -> dict:
+    """RunStore.list() and the Train page's poll on the runs in `root`, in this process."""
+    first, warm = timed(lambda: RunStore(root).list(), repeat)
+    poll_first, poll = timed(lambda: train_poll(RunStore(root)), repeat)
+    return {"runs": len(RunStore(root).list()), "list_first": first, "list": warm, "poll": poll}
+
+
+def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
+                  limit: float = 120) -> dict[str, float | None]:
+    """Seconds from request to a finished script with every chart drawn, per page, in Chromium
+    (None: not done within `limit` seconds)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    env = {**os.environ, "TLCORE_RUNS": str(root), "TLCORE_CACHE": str(cache), "TLCORE_THREADS": "1",
+           "TLCORE_OFFLINE": "1"}
+    log = open(cache / "streamlit.log", "wb")  # noqa: SIM115 - closed below, after the server
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                               "--server.headless", "true", "--server.address", "127.0.0.1",
+                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, seconds = f"http://127.0.0.1:{port}", {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            for i, (name, path, heading) in enumerate((PAGES[0], *PAGES)):  # the first visit warms the server up
+                page = browser.new_page(viewport={"width": 1400, "height": 1200})
+                page.set_default_timeout(limit * 1000)
+                if i == 0:
+                    _wait_for_server(page, url)
+                t0 = time.perf_counter()
+                try:
+                    page.goto(f"{url}/{path}")
+                    page.get_by_role("heading", name=heading).first.wait_for()
+                    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+                    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+                    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                                                 .every(c => c.querySelector('.main-svg'))""")
+                    took = time.perf_counter() - t0
+                except PlaywrightTimeout:
+                    took = None
+                if i:
+                    seconds[name] = took
+                    print(f"  {name}: {_seconds(took, limit)}", flush=True)
+                    page.screenshot(path=str(cache / f"{name.lower()}.png"), full_page=True)
+                page.close()
+            browser.close()
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(20)
+        log.close()
+    return seconds
+
+
+def _seconds(took: float | None, limit: float) -> str:
+    return f"> {limit:.0f} s" if took is None else f"{took:.1f} s"
+
+
+def _wait_for_server(page, url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            page.goto(f"{url}/_stcore/health")
+            return
+        except Exception:  # noqa: BLE001 - not listening yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tlcore.bench.runs_scale", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=2000, help="run folders to make (default 2000)")
+    p.add_argument("--repeat", type=int, default=5, help="timed calls after the first (median)")
+    p.add_argument("--template", type=Path, default=None, help="a finished run folder to copy (default: train one)")
+    p.add_argument("--no-browser", action="store_true", help="skip the page timings in Chromium")
+    p.add_argument("--keep", type=Path, default=None, help="make the runs folder here and keep it (default: temporary)")
+    p.add_argument("--page-limit", type=float, default=120, help="seconds to wait for one page (default 120)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tlcore-runs-scale-") as tmp:
+        work = Path(tmp)
+        template = args.template or train_template(work / "template")
+        small, big = work / "small", args.keep or work / "runs"
+        populate(small, template, max(1, args.runs // 10))
+        populate(big, template, args.runs)
+        print("| runs | RunStore.list() first | RunStore.list() next (median) | Train poll (median) |", flush=True)
+        print("|---:|---:|---:|---:|", flush=True)
+        for folder in (small, big):
+            r = measure_library(folder, args.repeat)
+            print(f"| {r['runs']} | {r['list_first'] * 1000:.0f} ms | {r['list'] * 1000:.0f} ms "
+                  f"| {r['poll'] * 1000:.1f} ms |", flush=True)
+        chromium = os.environ.get("TLCORE_CHROMIUM") or shutil.which("chromium")
+        if not args.no_browser and chromium:
+            (work / "cache").mkdir()
+            print(f"\nfirst render in Chromium, {args.runs} runs:", flush=True)
+            pages = measure_pages(big, work / "cache", chromium, limit=args.page_limit)
+            print("| " + " | ".join(pages) + " |\n|" + "---:|" * len(pages))
+            print("| " + " | ".join(_seconds(s, args.page_limit) for s in pages.values()) + " |")
+            if args.keep:
+                for png in (work / "cache").glob("*.png"):
+                    shutil.copy(png, args.keep.parent / png.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
