@@ -91,13 +91,14 @@ def run_names(runs: Sequence[RunRecord | dict]) -> list[str]:
     same set of runs on every page (all runs of the folder) and a run has one label everywhere.
     """
     configs = [_parts(r)[1] for r in runs]
+    # Once per setting, not per run: with thousands of runs a per-run pass over all runs took seconds.
+    varies = {key: len({_part(c, key, applies) for c in configs}) > 1 for key, applies, _ in LABEL_PARTS}
     names = []
     for config in configs:
         parts = [run_name({"config": config})]
         for key, applies, show in LABEL_PARTS:
-            values = {_part(c, key, applies) for c in configs}
             applied, value = _part(config, key, applies)
-            if len(values) > 1 and applied:
+            if varies[key] and applied:
                 try:
                     parts.append(show(value))
                 except (TypeError, ValueError):  # a hand-edited config: show it as it is

@@ -214,7 +214,20 @@ class RunStore:
                          read_json(folder / "classes.json", []) or [], read_name(folder))
 
     def list(self) -> list[RunRecord]:
-        """Every readable run, newest first."""
+        """Every readable run, newest first, from the folder's index (see run_index): only runs
+        whose folders changed since the last listing are read again. Treat the records as read-only."""
+        from tlcore.run_index import index_for  # run_index builds on this module
+
+        return index_for(self.root, self.load).records()
+
+    def active(self) -> list[RunRecord]:
+        """The queued and running runs, newest first; its cost does not grow with the ended runs."""
+        from tlcore.run_index import index_for
+
+        return index_for(self.root, self.load).active()
+
+    def read_all(self) -> list[RunRecord]:
+        """Every readable run read from its files, newest first: what the index must agree with."""
         if not self.root.is_dir():
             return []
         records = []
