@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from tlcore import backbones
+from tlcore import backbones, distributed
 from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
 from tlcore.heads import HEAD_KINDS
@@ -18,6 +18,8 @@ from tlcore.insight_cli import add_lr_find_arguments, add_report_arguments, cmd_
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
 from tlcore.sweep_cli import add_sweep_arguments
+
+RUNS_SCREEN = 20  # `runs` lists a screenful by default
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,8 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_lr_find_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: lrs, losses, suggested_lr")
 
-    p = sub.add_parser("runs", help="list saved runs")
+    p = sub.add_parser("runs", help="list saved runs, newest first")
     _add_runs_dir(p)
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"show the newest N matching runs (default {RUNS_SCREEN}; with --json all; 0: all)")
+    for flag, what in (("status", "queued, running, finished, failed, cancelled, interrupted"),
+                       ("backbone", "e.g. resnet18"), ("strategy", "e.g. finetune"),
+                       ("data", "a built-in name, a folder's or zip's name"), ("experiment", "an experiment id")):
+        p.add_argument(f"--{flag}", default=None, help=f"only runs with this {flag} ({what}); several: a,b")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -151,6 +159,10 @@ def cmd_train(args) -> int:
         check_data_spec(cfg.data)
     except ValueError as exc:
         return _usage_error(str(exc))
+    world = distributed.init_from_env(cfg.device)  # one process of one outside torchrun
+    cfg.distributed = world.describe(cfg.batch_size)
+    if not world.is_main:
+        return _train_follower(cfg, world)
     manager = get_manager(args.runs_dir or runs_root())
     out = sys.stderr if args.json else sys.stdout
 
@@ -167,11 +179,18 @@ def cmd_train(args) -> int:
 
     run_id = manager.submit(cfg, listener=show)
     print(f"run {run_id} queued", file=out, flush=True)
+    if world.size > 1:
+        distributed.raise_on_sigterm()
     try:
         manager.wait(run_id)
     except KeyboardInterrupt:
         manager.cancel(run_id)
         manager.wait(run_id)
+    except distributed.Terminated:
+        # torchrun stops every process when one exits: the run failed; the others' errors are in its output.
+        manager.cancel(run_id, failure=f"stopped by torchrun: another of the {world.size} training processes "
+                                       "exited (its error is in torchrun's output)")
+        manager.wait(run_id, timeout=20)
     snap = manager.snapshot(run_id)
     status = snap["status"]
     if status != "finished":
@@ -184,6 +203,20 @@ def cmd_train(args) -> int:
                 "trainable_params", "total_params", "skipped", "message")
         print(json.dumps({"run_id": run_id, **{k: snap.get(k) for k in keys}}))
     return 0 if status == "finished" else 1
+
+
+def _train_follower(cfg: TrainConfig, world) -> int:
+    """A torchrun process other than rank 0: trains its share in step with rank 0, writes nothing."""
+    from tlcore.train import Cancelled, train
+
+    try:
+        train(cfg, distributed.test_exit_hook(world))
+    except (Cancelled, KeyboardInterrupt):
+        return 1
+    except Exception as exc:  # noqa: BLE001 - rank 0 records the run; this process says why it stopped
+        print(f"tlcore: process {world.rank} of {world.size}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_predict(args) -> int:
@@ -246,10 +279,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from tlcore import run_filters
     from tlcore.charts import dataset_name
     from tlcore.runs import RunStore
 
-    records = RunStore(args.runs_dir or runs_root()).list()
+    try:
+        flt = _runs_filter(args)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    if args.limit is not None and args.limit < 0:
+        return _usage_error(f"--limit must be 0 (all) or more, got {args.limit}")
+    matches = run_filters.apply(RunStore(args.runs_dir or runs_root()).list(), flt)
+    limit = args.limit if args.limit is not None else (0 if args.json else RUNS_SCREEN)
+    records = matches[:limit] if limit else matches
     rows = [{"run_id": r.run_id, "status": r.state, "backbone": r.config.get("backbone"),
              "strategy": r.config.get("strategy"), "data": r.config.get("data"),
              "epochs": len(r.metrics), "best_val_acc": r.status.get("best_val_acc"),
@@ -264,7 +306,30 @@ def cmd_runs(args) -> int:
         exp = f"  {r['experiment_id']} seed {r['cell'].get('seed')}" if r["experiment_id"] and r["cell"] else ""
         name = f"  {r['name']!r}" if r["name"] else ""
         print(f"{r['run_id']:60} {r['status']:11} {r['dataset']:15} epochs {r['epochs']:3}  best {acc}{exp}{name}")
+    if len(matches) > len(records):
+        print(f"{len(matches) - len(records)} more: use --limit {len(matches)} (or --limit 0) to list them all")
+    elif not matches:
+        print("no runs match these filters" if flt.active else "no runs yet: `python -m tlcore train` makes one")
     return 0
+
+
+def _runs_filter(args):
+    """The `runs` command's filters (a run_filters.RunFilter); raises ValueError naming a bad value and the valid ones."""
+    from tlcore import run_filters
+    from tlcore.charts import dataset_name
+    from tlcore.runs import ACTIVE, FINAL
+
+    def values(flag: str, valid=None) -> list[str]:
+        given = [v.strip() for v in (getattr(args, flag) or "").split(",") if v.strip()]
+        for v in given:
+            if valid is not None and v not in valid:
+                raise ValueError(f"unknown --{flag} {v!r}: choose from {', '.join(valid)}")
+        return given
+
+    return run_filters.RunFilter(
+        status=values("status", (*ACTIVE, *FINAL)), backbone=values("backbone", backbones.list_backbones()),
+        strategy=values("strategy", list(STRATEGIES)), data=[dataset_name(v) for v in values("data")],
+        experiment=values("experiment"))
 
 
 def cmd_sweep(args) -> int:
