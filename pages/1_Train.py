@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tlcore import build_form as bf
-from tlcore import builder, experiment_views, export, form, ui
+from tlcore import builder, experiment_views, export, form, run_filters, ui
 from tlcore.charts import curves_figure
 from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
@@ -224,7 +224,16 @@ title_col, all_col, failed_col = st.columns([4, 1, 1], vertical_alignment="botto
 title_col.subheader("Runs")
 show_all = all_col.toggle("Show all runs", key="show_all")
 hide_failed = failed_col.toggle("Hide failed runs", key="hide_failed")
-live = ui.live_ids(jobs.list_runs())  # queued or running, here or in another process
+records = jobs.list_runs()  # from the runs folder's index: only runs that changed are read again
+live = ui.live_ids(records)  # queued or running, here or in another process
+labels = ui.run_labels(records)
+ended = run_filters.ended_runs(records, hide_failed)
+if show_all and len(ended) > run_filters.CARDS_PER_PAGE:  # every ended run, a page at a time
+    pages = run_filters.page_count(len(ended))
+    page_col, _ = st.columns([1, 5])
+    ended = run_filters.page_of(ended, page_col.number_input(f"Page (of {pages})", 1, pages, key="runs_page"))[0]
+elif not show_all:
+    ended = ended[:6]
 trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
 
 
@@ -259,12 +268,12 @@ def manage(record) -> None:
 
 
 @st.fragment(run_every=1.0 if live else None)  # poll only while something trains
-def runs_panel(watching: bool) -> None:
-    records, active = jobs.list_runs(), jobs.active()
-    if watching and not ui.live_ids(records):
-        st.rerun()  # the last run ended: redraw the whole page once, which stops the polling
-    labels = ui.run_labels(records)
-    shown = ui.runs_to_show(records, active, show_all=show_all, hide_failed=hide_failed)
+def runs_panel(watching: bool, ended: list) -> None:
+    # The poll rereads the active runs only; the ended runs' cards come from the page's last full run.
+    live_now, active = jobs.store.active(), jobs.active()
+    if watching and {r.run_id for r in live_now} != set(live):
+        st.rerun()  # a run ended or another process started one: redraw the whole page once
+    shown = ui.runs_to_show([*live_now, *ended], active, show_all=True)
     if not shown:
         st.info("No runs yet: pick your settings above and press **Start training**.")
     elif len(shown) < len(records) and not show_all:
@@ -273,7 +282,7 @@ def runs_panel(watching: bool) -> None:
         snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
         trail = ui.track(trails.setdefault(record.run_id, []), snap)
         with st.container(border=True):
-            st.markdown(f"**{labels[record.run_id]}** {ui.state_badge(snap['status'])}")
+            st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
             st.caption(ui.run_details(snap))
             if snap["status"] in ("queued", "running"):
                 frac, where = ui.progress_of(snap)
@@ -295,5 +304,5 @@ def runs_panel(watching: bool) -> None:
                 download_model(record.run_id)
 
 
-runs_panel(bool(live))
+runs_panel(bool(live), ended)
 st.page_link("pages/2_Compare.py", label="Compare all runs", icon=":material/stacked_line_chart:")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from tlcore import charts, experiment_report, experiment_views, ui
+import run_finder
+from tlcore import charts, experiment_report, experiment_views, run_filters, ui
 from tlcore.experiments import ExperimentStore
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
@@ -56,11 +57,16 @@ if experiments and st.radio("Compare", ("Runs", "An experiment"), horizontal=Tru
     st.stop()
 
 labels = ui.run_labels(records.values())  # one label per run, the same on every page
+matches = run_filters.apply(records.values(), run_finder.run_filter(list(records.values()), "compare"), labels)
+if "runs" not in st.session_state:  # open on something small: the latest experiment, or the newest runs
+    st.session_state.runs, st.session_state.compare_why = run_filters.default_compare(
+        list(records.values()), list(experiments.values()))
+st.session_state.runs = [rid for rid in st.session_state.runs if rid in records]  # deleted meanwhile
 chosen = st.multiselect(
-    "Runs", list(records), key="runs",
-    default=[rid for rid, r in records.items() if r.state == "finished"],
-    format_func=lambda rid: f"{labels[rid]} · {records[rid].state}",
+    "Runs", run_filters.options(matches, st.session_state.runs), key="runs",
+    max_selections=run_filters.MAX_COMPARE, format_func=lambda rid: f"{labels[rid]} · {records[rid].state}",
 )
+st.caption(run_filters.picker_note(len(matches), len(records), len(chosen), st.session_state.get("compare_why")))
 runs = [records[rid] for rid in chosen]
 if not runs:
     st.info("Pick one or more runs above.")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from tlcore import ui
+import run_finder
+from tlcore import run_filters, ui
 from tlcore.charts import topk_figure
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
@@ -34,7 +35,15 @@ if kind == kinds[2]:
     left.caption(f"{len(class_names)} classes: {', '.join(class_names[:12])}")
 elif kind == kinds[1] and runs:
     labels = ui.run_labels(manager(runs_dir).list_runs())  # the same labels as on Train and Compare
-    run_id = left.selectbox("Run", list(runs), key="run", format_func=labels.get)
+    with left:
+        found = run_filters.apply(runs.values(), run_finder.run_filter(list(runs.values()), "predict", per_row=3), labels)
+    if not found:
+        left.info("No finished run matches: clear the search or a filter.")
+        st.stop()
+    if st.session_state.get("run") not in (options := run_filters.options(found, [])):
+        st.session_state.pop("run", None)  # filtered out: the picker starts on the newest match
+    run_id = left.selectbox("Run", options, key="run", format_func=labels.get)
+    left.caption(run_filters.picker_note(len(found), len(runs)))
     choice = ui.ModelChoice(run_id=run_id)
     left.caption(f"{labels[run_id]} · created {ui.run_time(run_id)}")  # the whole label, wrapped
     left.caption(f"{len(runs[run_id].class_names)} classes: {', '.join(runs[run_id].class_names[:12])}")
