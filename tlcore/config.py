@@ -47,6 +47,9 @@ class TrainConfig:
     data_seed: int | None = None
     experiment_id: str | None = None  # the experiment this run belongs to (experiments.py)
     cell: dict | None = None  # its cell of the experiment's grid: backbone, strategy, lr, seed
+    # Under torchrun: world_size, global_batch_size (= batch_size, split over the processes),
+    # batch_size_per_process, backend (distributed.World.describe); None for one process.
+    distributed: dict | None = None
 
     def validate(self) -> TrainConfig:
         """Raise ValueError with one line naming the bad value and the valid ones."""

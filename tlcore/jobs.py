@@ -31,6 +31,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     claimed: bool = False  # taken off the queue, by a worker or by a cancel (manager lock)
+    failure: str | None = None  # stopped for this reason, not by the user: ends failed, not cancelled
 
 
 class JobManager:
@@ -70,15 +71,18 @@ class JobManager:
         self._queue.put(job)
         return run_id
 
-    def cancel(self, run_id: str) -> bool:
+    def cancel(self, run_id: str, failure: str | None = None) -> bool:
         """Stop a run: a queued one at once, a running one within one batch.
 
+        With `failure`, the run ends `failed` with that message instead of `cancelled` (it was
+        stopped for a reason that is not the user's wish, e.g. torchrun stopping its processes).
         Returns False if the run is not active here.
         """
         with self._lock:
             job = self._jobs.get(run_id)
             if job is None or job.done.is_set():
                 return False
+            job.failure = job.failure or failure
             job.stop.set()
             queued = not job.claimed
             job.claimed = True  # a worker that dequeues it later skips it
@@ -173,7 +177,10 @@ class JobManager:
             result = train(job.config, emit, job.stop)
         except Cancelled as c:
             self._save(job, c.result)
-            emit("cancelled", {**c.result.summary, "message": "cancelled by the user"})
+            if job.failure:
+                emit("failed", {**c.result.summary, "message": job.failure})
+            else:
+                emit("cancelled", {**c.result.summary, "message": "cancelled by the user"})
         except EXPECTED_ERRORS as exc:
             emit("failed", {"message": str(exc)})
         except Exception as exc:  # a bug: keep the traceback in the run's log, not a dead thread

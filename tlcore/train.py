@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlcore import backbones, features
+from tlcore import backbones, distributed, features
 from tlcore.batches import BatchMaker, index_batches, training_batches
 from tlcore.config import TrainConfig
 from tlcore.data import DataSource, resolve_data
@@ -66,6 +66,8 @@ class _Run:
     stop: threading.Event
     generator: torch.Generator
     guard: DivergenceGuard = field(default_factory=lambda: DivergenceGuard())
+    # Under torchrun: this process's rank and how work is shared (distributed.py); else a World of 1.
+    world: distributed.World = field(default_factory=distributed.World)
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -161,15 +163,19 @@ class DivergenceGuard:
 def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int) -> dict:
     """One pass over the training split; `forward(batch_inputs, augment)` gives logits."""
     total_loss, correct, seen = 0.0, 0, 0
-    # Never a batch of one: BatchNorm cannot train on it (training_batches merges it).
-    batches = list(training_batches(len(labels), run.cfg.batch_size, run.generator))
-    for b, idx in enumerate(batches):
+    # Never a batch of one: BatchNorm cannot train on it (training_batches merges it); under
+    # torchrun, never a slice of one on any rank. Each rank trains its slice of every batch.
+    world = run.world
+    batches = world.shard_batches(training_batches(len(labels), run.cfg.batch_size, run.generator,
+                                                   min_size=2 * world.size))
+    for b, (idx, batch_n) in enumerate(batches):
         run.check_stop()
         y = labels[idx].to(run.device, non_blocking=True)
         with autocast(run.device):
             logits = forward(inputs[idx], True)
-            loss = F.cross_entropy(logits.float(), y)
-        run.guard.check(loss.item(), epoch, b, opt.param_groups[-1]["lr"])
+            loss = world.loss(F.cross_entropy, logits.float(), y, batch_n)
+        batch_loss, batch_correct = world.batch_stats(loss, logits, y)  # the whole batch's, on every rank
+        run.guard.check(batch_loss, epoch, b, opt.param_groups[-1]["lr"])
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -178,11 +184,11 @@ def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int)
         else:
             loss.backward()
             opt.step()
-        total_loss += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(idx)
+        total_loss += batch_loss * batch_n
+        correct += batch_correct
+        seen += batch_n
         run.emit("batch", {"phase": "train", "epoch": epoch + 1, "epochs": run.cfg.epochs,
-                           "batch": b + 1, "batches": len(batches), "loss": loss.item()})
+                           "batch": b + 1, "batches": len(batches), "loss": batch_loss})
     return {"train_loss": total_loss / seen, "train_acc": correct / seen}
 
 
@@ -190,12 +196,15 @@ def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int)
 def evaluate(run: _Run, forward, inputs, labels, epoch: int, probs: list | None = None) -> dict:
     """Loss, accuracy and (with more than 5 classes) top-5 accuracy on the validation split.
 
-    With `probs`, each batch's softmax probabilities (CPU, float32) are appended to it.
+    With `probs`, each batch's softmax probabilities (CPU, float32) are appended to it. Under
+    torchrun each rank evaluates its own rows (no padding, no image twice), the counts are summed
+    over ranks, and `probs` ends as one tensor of every row in order.
     """
     total_loss, correct, correct5, seen = 0.0, 0, 0, 0
     # Validation batches match training's: on CPU, larger batches are slower per image
     # (Lite0, 1 thread: 19 ms/image at 4-16, 24 ms at 32) and would raise peak memory.
-    batches = list(index_batches(len(labels), run.cfg.batch_size, shuffle=False))
+    rows = run.world.rows(len(labels))
+    batches = [rows[i] for i in index_batches(len(rows), run.cfg.batch_size, shuffle=False)]
     for b, idx in enumerate(batches):
         run.check_stop()
         y = labels[idx].to(run.device, non_blocking=True)
@@ -211,6 +220,10 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int, probs: list | None 
         seen += len(idx)
         run.emit("batch", {"phase": "val", "epoch": epoch + 1, "epochs": run.cfg.epochs,
                            "batch": b + 1, "batches": len(batches)})
+    if run.world.size > 1:
+        total_loss, correct, correct5, seen = run.world.sum(total_loss, correct, correct5, seen)
+        if probs is not None:
+            probs[:] = [run.world.gather_rows(torch.cat(probs), len(labels))]
     out = {"val_loss": total_loss / seen, "val_acc": correct / seen}
     if top5:
         out["val_top5"] = correct5 / seen
@@ -226,6 +239,8 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
     key = features.feature_key(run.spec, source.fingerprint, resize, crop,
                                features.backbone_digest(model, run.spec), precision)
     hit = features.load_cached(key)
+    if run.world.size > 1 and run.world.sum(hit is None)[0] > 0:
+        hit = None  # every rank reads the cache or every rank computes its share: never a mix
     if hit is not None:
         tensors, meta = hit
         run.emit("log", {"message": "feature cache hit: the backbone is skipped entirely"})
@@ -238,10 +253,14 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
             run.check_stop()
             run.emit("batch", {"phase": f"features ({split})", "epoch": 0, "epochs": run.cfg.epochs,
                                "batch": b + 1, "batches": n})
-        out[f"{split}_x"] = features.extract_features(model, run.spec, getattr(data, split).images, make_batch,
-                                                      FEATURE_BATCH, progress)
+        images = getattr(data, split).images
+        # Under torchrun each rank computes its own rows once; every rank gets them all.
+        mine = features.extract_features(model, run.spec, run.world.my_rows(images), make_batch,
+                                         FEATURE_BATCH, progress)
+        out[f"{split}_x"] = run.world.gather_rows(mine, len(images))
         out[f"{split}_y"] = getattr(data, split).labels
-    features.save_cached(key, out, {"skipped": data.skipped, "val_index": data.val.index})
+    if run.world.is_main:
+        features.save_cached(key, out, {"skipped": data.skipped, "val_index": data.val.index})
     return out, data.skipped, data.val.index
 
 
@@ -269,7 +288,11 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     t_start = time.perf_counter()
     device = pick_device(cfg.device)
     spec = backbones.get_backbone(cfg.backbone)
-    run = _Run(cfg, spec, device, emit, stop, torch.Generator().manual_seed(cfg.seed))
+    world = distributed.current()
+    if cfg.batch_size < 2 * world.size:
+        raise ValueError(f"batch size {cfg.batch_size} is the global batch over {world.size} processes: "
+                         f"use at least {2 * world.size} (2 per process)")
+    run = _Run(cfg, spec, device, emit, stop, torch.Generator().manual_seed(cfg.seed), world=world)
     resize, crop = spec.preprocessing(cfg.image_size)
     _check_fits(cfg, crop, device)
 
@@ -286,7 +309,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     # a generator of the run, whatever other threads of the process draw meanwhile.
     model = backbones.build_model(cfg.backbone, len(source.class_names), pretrained=pretrained,
                                   head=cfg.head, hidden=cfg.hidden, seed=cfg.seed)
-    bind_generator(model, device_generator(device, cfg.seed))
+    bind_generator(model, device_generator(device, cfg.seed + world.rank))  # ranks draw distinct masks
     groups = backbones.param_groups(model, cfg.backbone)
     opt = _optimizer(cfg, strategy.optimizer_groups(groups, cfg.lr))
     sched = _scheduler(cfg, opt)
@@ -304,14 +327,17 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
                      "amp": str(amp_dtype(device)).replace("torch.", "") if amp_dtype(device) else "fp32"})
 
     head = backbones.get_module(model, spec.head)
+    # What the training step calls: the model (the head alone with the cache), DDP-wrapped each
+    # epoch under torchrun (distributed.World.wrap); evaluation always calls the bare module.
+    train_net = head if use_cache else model
     try:
         if use_cache:
             tensors, skipped, val_index = _features(run, model, source, resize, crop, make_batch)
             train_x, train_y, val_x, val_y = (tensors[k] for k in ("train_x", "train_y", "val_x", "val_y"))
             train_x, val_x = train_x.to(device), val_x.to(device)
 
-            def forward(x, _augment):
-                return head(x).flatten(1)
+            def forward(x, train_mode):
+                return (train_net if train_mode else head)(x).flatten(1)
         else:
             data = _decode(run, source, resize)
             skipped, val_index = data.skipped, data.val.index
@@ -319,9 +345,14 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             # Batches are pinned one at a time on CUDA (BatchMaker): pinning the whole split
             # doubled its memory and did nothing, as indexing it returned pageable copies.
             augment = cfg.augment != "none"
+            # Under torchrun, augmentation draws from a generator of the rank's own, so that
+            # run.generator, which orders every epoch's batches, stays the same on all ranks.
+            augment_generator = (run.generator if world.size == 1
+                                 else torch.Generator().manual_seed(cfg.seed + 7919 * (world.rank + 1)))
 
             def forward(x, train_mode):
-                return model(make_batch(x, augment=augment and train_mode, generator=run.generator))
+                batch = make_batch(x, augment=augment and train_mode, generator=augment_generator)
+                return (train_net if train_mode else model)(batch)
     except _StopNow:
         raise Cancelled(TrainResult({"epochs": 0, "seconds": time.perf_counter() - t_start}, None)) from None
 
@@ -352,7 +383,9 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             apply_train_mode(model, groups)
             if use_cache:
                 head.train()
+            train_net = world.wrap(head if use_cache else model)
             row = train_one_epoch(run, forward, train_x, train_y, opt, scaler, epoch)
+            world.check_in_sync(model, epoch)
             model.eval()
             probs: list[torch.Tensor] = []
             row |= evaluate(run, forward, val_x, val_y, epoch, probs)
@@ -376,6 +409,8 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
         if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
             raise TrainingError(f"out of memory at batch size {cfg.batch_size}, {crop} px: "
                                 "use a smaller batch size or image size") from None
+        if world.lost_peer(exc):
+            raise TrainingError(world.failure(exc)) from exc
         raise
     result = TrainResult(summary(), _full_state(model, head, best_state, use_cache), val_results())
     if math.isnan(result.summary["best_val_acc"] or 0.0):
