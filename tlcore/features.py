@@ -110,7 +110,7 @@ def extract_features(
     try:
         batches = list(index_batches(len(images), batch_size, shuffle=False))
         for b, idx in enumerate(batches):
-            with torch.autocast('cpu', enabled=False):
+            with autocast(make_batch.device):
                 model(make_batch(images[idx]))
             if on_batch:
                 on_batch(b, len(batches))
