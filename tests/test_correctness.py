@@ -7,6 +7,7 @@ tiny subsets, zips extracted twice at once, and split folders named training/val
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -213,6 +214,34 @@ def test_a_scratch_run_is_reproducible_while_another_thread_builds_models(tiny_c
     assert all(torch.equal(a, b) for a, b in zip(alone.best_state.values(), busy.best_state.values(), strict=True))
 
 
+def test_a_seeded_build_waits_for_no_other_build(monkeypatch) -> None:
+    # Deterministic: in the middle of a seeded build, another thread tries a build of its own.
+    spec = backbones.get_backbone("simple_cnn")
+    main = threading.get_ident()
+    neighbour = {"on": False}
+    others = []
+
+    def build():
+        if threading.get_ident() != main:
+            return spec.build()
+        spec.build()  # draws, then gives another thread's build a chance to draw too
+        if neighbour["on"]:
+            t = threading.Thread(target=backbones.build_model, args=("simple_cnn", 3), kwargs={"pretrained": False})
+            others.append(t)
+            t.start()
+            t.join(1.0)  # under the build lock it waits for this build: the join times out
+        return spec.build()
+
+    patched = dataclasses.replace(spec, build=build)
+    monkeypatch.setattr(backbones, "get_backbone", lambda name: patched if name == "simple_cnn" else spec)
+    alone = backbones.build_model("simple_cnn", 3, pretrained=False, seed=7)
+    neighbour["on"] = True
+    busy = backbones.build_model("simple_cnn", 3, pretrained=False, seed=7)
+    for t in others:
+        t.join()
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), busy.state_dict().values(), strict=True))
+
+
 def test_a_seeded_build_leaves_the_global_generator_alone() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -391,8 +420,13 @@ def test_training_and_validation_folders_are_a_split_not_two_classes(tmp_path, m
 
 
 _EXTRACT = """
-import sys
+import sys, time
+from pathlib import Path
 from tlcore.data import resolve_data
+print("ready", flush=True)
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
 src = resolve_data(sys.argv[1])
 print(src.class_names, len(src.train_items) + len(src.val_items))
 """
@@ -401,9 +435,13 @@ print(src.class_names, len(src.train_items) + len(src.val_items))
 def test_two_processes_extracting_the_same_zip_at_once(tmp_path, make_class_folders, make_zip) -> None:
     folder = make_class_folders(tmp_path / "many", per_class=60, size=32)
     zip_path = make_zip(folder, tmp_path / "many.zip")
-    procs = [subprocess.Popen([sys.executable, "-c", _EXTRACT, str(zip_path)], stdout=subprocess.PIPE,
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _EXTRACT, str(zip_path), str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=os.environ.copy(), cwd=REPO)
              for _ in range(2)]
+    for p in procs:  # both have imported torch: start their extractions together
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
