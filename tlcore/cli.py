@@ -207,8 +207,14 @@ def cmd_train(args) -> int:
 
 def _train_follower(cfg: TrainConfig, world) -> int:
     """A torchrun process other than rank 0: trains its share in step with rank 0, writes nothing."""
+    import signal
+
     from tlcore.train import Cancelled, train
 
+    # Ctrl-C (torchrun forwards SIGINT to every process) is rank 0's to act on: it stops between
+    # batches and records the run `cancelled`; this process ends when rank 0 has left. Stopping
+    # here first would fail rank 0 mid-collective instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         train(cfg, distributed.test_exit_hook(world))
     except (Cancelled, KeyboardInterrupt):
@@ -347,7 +353,7 @@ def _resolve_run_id(args) -> str | None:
 
     try:
         return RunStore(getattr(args, "runs_dir", None) or runs_root()).find(args.run_id)
-    except (RunNotFound, AmbiguousRun) as exc:
+    except (ValueError, RunNotFound, AmbiguousRun) as exc:  # ValueError: not a run id ("../etc")
         _usage_error(str(exc))
         return None
 

@@ -264,14 +264,15 @@ class RunStore:
         """The one run id that is `prefix` or starts with it.
 
         Raises:
+            ValueError: `prefix` has characters no run id has ('/', '..').
             RunNotFound: no run matches.
             AmbiguousRun: several do; the message lists them (up to 10).
         """
-        prefix = str(prefix).strip()
-        if prefix and RUN_ID_RE.match(prefix) and self.exists(prefix):
+        prefix = validate_run_id(str(prefix).strip())  # a prefix is never a path either
+        if self.exists(prefix):
             return prefix
         ids = []
-        if prefix and self.root.is_dir():
+        if self.root.is_dir():
             ids = sorted(f.name for f in self.root.iterdir() if f.name.startswith(prefix)
                          and RUN_ID_RE.match(f.name) and (f / "config.json").is_file())
         if len(ids) == 1:
