@@ -136,3 +136,33 @@ def test_shards_cover_each_batch_once_and_rows_come_back_in_order() -> None:
     single = distributed.World()
     x = torch.arange(6.0)
     assert single.my_rows(x) is x and single.gather_rows(x, 6) is x
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_torchrun_cancels_the_run_with_its_epochs_so_far(tmp_path: Path) -> None:
+    """torchrun forwards SIGINT to every process; rank 0 stops between batches and records `cancelled`."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tlcore",
+           "train", *TINY, "--backbone", "simple_cnn", "--strategy", "scratch", "--epochs", "200",
+           "--batch-size", "8", "--runs-dir", str(tmp_path), "--json"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "TLCORE_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            records = RunStore(tmp_path).list()
+            if records and records[0].metrics:
+                break
+            time.sleep(1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [record] = RunStore(tmp_path).list()
+    assert record.state == "cancelled", (record.status, err[-3000:])
+    assert 1 <= len(record.metrics) < 200
+
