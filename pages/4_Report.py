@@ -27,7 +27,8 @@ if not runs:
     st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 left, right = st.columns([2, 1])
-run_id = left.selectbox("Run", list(runs), key="report_run", format_func=lambda rid: ui.run_title(runs[rid]))
+labels = ui.run_labels(manager(runs_dir).list_runs())  # the same labels as on Train, Compare and Predict
+run_id = left.selectbox("Run", list(runs), key="report_run", format_func=lambda rid: ui.run_title(runs[rid], labels))
 images = right.radio("Images", ("validation images", "another folder or zip"), key="report_images", horizontal=True)
 
 if images == "validation images":
