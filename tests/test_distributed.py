@@ -43,7 +43,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     Each run computes its own features (separate caches): two ranks compute half each.
     """
     args = ("--backbone", "efficientnet_lite0", "--strategy", "feature_extraction", "--epochs", "2",
-            "--batch-size", "9")  # odd: the two slices of a batch differ in size
+            "--batch-size", "47")  # 50 images: slices of 24 and 23, then 3 on rank 0 and none on rank 1
     cache1, cache2 = tmp_path / "cache1", tmp_path / "cache2"
     one = _tlcore(1, tmp_path / "one", *args, env={"TLCORE_CACHE": str(cache1)})
     two = _tlcore(2, tmp_path / "two", *args, env={"TLCORE_CACHE": str(cache2)})
@@ -55,7 +55,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     store = RunStore(tmp_path / "two")
     assert [r.run_id for r in store.list()] == [r2["run_id"]]  # one run folder, written by rank 0 only
     config = store.load(r2["run_id"]).config
-    assert config["distributed"] == {"world_size": 2, "global_batch_size": 9, "batch_size_per_process": 5,
+    assert config["distributed"] == {"world_size": 2, "global_batch_size": 47, "batch_size_per_process": 24,
                                      "backend": "gloo"}
     assert RunStore(tmp_path / "one").load(r1["run_id"]).config["distributed"] is None
     v1, v2 = RunStore(tmp_path / "one").load_val_results(r1["run_id"]), store.load_val_results(r2["run_id"])
@@ -78,7 +78,7 @@ def test_two_process_gradual_unfreezes_on_both_ranks(tmp_path: Path) -> None:
     """After the head epoch every group trains on both ranks, re-wrapped by DDP, and the ranks stay equal.
 
     Without the re-wrap the backbone's gradients are not reduced, the ranks' weights drift apart
-    and World.check_in_sync fails the run.
+    and World.end_epoch fails the run.
     """
     proc = _tlcore(2, tmp_path, "--backbone", "simple_cnn", "--strategy", "gradual", "--epochs", "2",
                    "--head-epochs", "1", "--batch-size", "8", "--lr", "1e-3")
@@ -131,6 +131,9 @@ def test_shards_cover_each_batch_once_and_rows_come_back_in_order() -> None:
         got = torch.cat([slices[r][b][0] for r in range(2)])
         assert sorted(got.tolist()) == sorted(batch.tolist())
         assert slices[0][b][1] == slices[1][b][1] == 5
+    # A last batch under 2 per process: pairs (the odd one joins the last), never a slice of one.
+    small = [distributed.World(r, 3)._slice(torch.tensor([5, 6, 7, 8, 9])).tolist() for r in range(3)]
+    assert small == [[5, 6], [7, 8, 9], []]
     rows = [distributed.World(r, 3).rows(7).tolist() for r in range(3)]
     assert rows == [[0, 3, 6], [1, 4], [2, 5]]
     single = distributed.World()

@@ -69,14 +69,13 @@ def index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Gener
         yield order[start : start + batch_size]
 
 
-def training_batches(n: int, batch_size: int, generator: torch.Generator | None = None, min_size: int = 2):
+def training_batches(n: int, batch_size: int, generator: torch.Generator | None = None):
     """Shuffled index batches that are never a lone image.
 
     A training batch of one crashes BatchNorm ("Expected more than 1 value per channel"), and
     dropping it would silently skip an image every epoch; it joins the batch before it instead.
-    A last batch under `min_size` joins it too (under torchrun, 2 per process: no slice of one).
     """
     batches = list(index_batches(n, batch_size, shuffle=True, generator=generator))
-    if len(batches) > 1 and len(batches[-1]) < min_size:
+    if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]
     return batches

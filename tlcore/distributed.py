@@ -48,9 +48,21 @@ class World:
         """This rank's slice of each global batch (rows rank, rank+size, ...) and the batch's size.
 
         Every rank draws the same shuffled global batches from the same seeded generator, so the
-        slices of all ranks together are exactly the single-process epoch.
+        slices of all ranks together are exactly the single-process epoch, batch for batch.
         """
-        return [(idx[self.rank :: self.size], len(idx)) for idx in batches]
+        return [(self._slice(idx), len(idx)) for idx in batches]
+
+    def _slice(self, idx: torch.Tensor) -> torch.Tensor:
+        m = len(idx)
+        if m >= 2 * self.size:
+            return idx[self.rank :: self.size]
+        # Under 2 images per process (a last batch): pairs for the first m // 2 ranks (an odd one
+        # joins the last pair), nothing for the others. A slice of one image crashes BatchNorm on
+        # a 1x1 feature map; an empty one costs nothing and still joins the gradient all-reduce.
+        pairs = m // 2
+        if self.rank >= pairs:
+            return idx[:0]
+        return idx[2 * self.rank : m if self.rank == pairs - 1 else 2 * self.rank + 2]
 
     def rows(self, n: int) -> torch.Tensor:
         """The rows of an n-row split this rank evaluates or extracts: each row on one rank only."""
@@ -103,10 +115,19 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
-    def check_in_sync(self, module: nn.Module, epoch: int) -> None:
-        """Raise if the ranks' weights differ: DDP keeps them equal unless gradients were missed."""
+    def end_epoch(self, module: nn.Module, epoch: int) -> None:
+        """Give every rank rank 0's buffers, and raise if the ranks' weights differ.
+
+        BatchNorm's running statistics last moved with each rank's own slice (DDP broadcasts
+        rank 0's at the start of each forward only): every rank must evaluate the model that rank 0
+        saves. The weights DDP keeps equal unless some gradients were not reduced.
+        """
         if self.size == 1:
             return
+        for buffer in module.buffers():
+            synced = buffer.detach().to(_comm_device())
+            dist.broadcast(synced, 0)
+            buffer.copy_(synced)
         s = sum(p.detach().double().sum() for p in module.parameters()).reshape(1).to(_comm_device())
         both = torch.cat([s, -s])
         dist.all_reduce(both, op=dist.ReduceOp.MAX)

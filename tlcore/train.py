@@ -163,11 +163,10 @@ class DivergenceGuard:
 def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int) -> dict:
     """One pass over the training split; `forward(batch_inputs, augment)` gives logits."""
     total_loss, correct, seen = 0.0, 0, 0
-    # Never a batch of one: BatchNorm cannot train on it (training_batches merges it); under
-    # torchrun, never a slice of one on any rank. Each rank trains its slice of every batch.
+    # Never a batch of one: BatchNorm cannot train on it (training_batches merges it). Under
+    # torchrun each rank trains its slice of every batch (never a slice of one either).
     world = run.world
-    batches = world.shard_batches(training_batches(len(labels), run.cfg.batch_size, run.generator,
-                                                   min_size=2 * world.size))
+    batches = world.shard_batches(training_batches(len(labels), run.cfg.batch_size, run.generator))
     for b, (idx, batch_n) in enumerate(batches):
         run.check_stop()
         y = labels[idx].to(run.device, non_blocking=True)
@@ -385,7 +384,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
                 head.train()
             train_net = world.wrap(head if use_cache else model)
             row = train_one_epoch(run, forward, train_x, train_y, opt, scaler, epoch)
-            world.check_in_sync(model, epoch)
+            world.end_epoch(model, epoch)
             model.eval()
             probs: list[torch.Tensor] = []
             row |= evaluate(run, forward, val_x, val_y, epoch, probs)
