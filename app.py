@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import nav
 from tlcore.data import BUILTIN
 from tlcore.paths import runs_root
 
@@ -48,4 +49,8 @@ st.set_page_config(page_title="tlcore · transfer learning", page_icon=":materia
 # URL paths are left to Streamlit (/Train, /Compare, /Predict, from the file names): a fresh
 # server's first request resolves pages/ by those names before this script has run, so a
 # custom path there showed a "Page not found" dialog on a direct link.
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT, REPORT]).run()
+nav.mark_app_ran()
+page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT, REPORT])
+if wanted := nav.page_wanted():  # a direct visit that Streamlit first ran without this script (see nav.py)
+    st.switch_page(wanted)
+page.run()

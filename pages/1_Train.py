@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import nav
 from tlcore import build_form as bf
 from tlcore import builder, experiment_views, export, form, run_filters, ui
 from tlcore.charts import curves_figure
@@ -14,6 +15,8 @@ from tlcore.jobs import JobManager, get_manager
 from tlcore.lr_find import lr_find
 from tlcore.paths import runs_root
 from tlcore.strategies import STRATEGIES
+
+nav.through_app("pages/1_Train.py")  # a fresh server's first request: the app's own navigation
 
 
 @st.cache_resource(show_spinner=False)
@@ -233,7 +236,7 @@ if show_all and len(ended) > run_filters.CARDS_PER_PAGE:  # every ended run, a p
     page_col, _ = st.columns([1, 5])
     ended = run_filters.page_of(ended, page_col.number_input(f"Page (of {pages})", 1, pages, key="runs_page"))[0]
 elif not show_all:
-    ended = ended[:6]
+    ended = ended[:run_filters.RECENT_CARDS]
 trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
 
 

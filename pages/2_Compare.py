@@ -2,11 +2,14 @@
 
 import streamlit as st
 
+import nav
 import run_finder
 from tlcore import charts, experiment_report, experiment_views, run_filters, ui
 from tlcore.experiments import ExperimentStore
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
+
+nav.through_app("pages/2_Compare.py")  # a fresh server's first request: the app's own navigation
 
 
 @st.cache_resource(show_spinner=False)

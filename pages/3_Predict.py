@@ -2,11 +2,14 @@
 
 import streamlit as st
 
+import nav
 import run_finder
 from tlcore import run_filters, ui
 from tlcore.charts import topk_figure
 from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
+
+nav.through_app("pages/3_Predict.py")  # a fresh server's first request: the app's own navigation
 
 
 @st.cache_resource(show_spinner=False)

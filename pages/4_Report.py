@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import nav
 from tlcore import insight_charts as charts
 from tlcore import ui
 from tlcore.holdout import evaluate_on
@@ -9,6 +10,8 @@ from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
 from tlcore.report import NO_RESULTS, NoResults, item_picture, run_report
 from tlcore.runs import RunStore
+
+nav.through_app("pages/4_Report.py")  # a fresh server's first request: the app's own navigation
 
 GALLERY = 24  # images shown, highest loss first
 

@@ -135,3 +135,26 @@ def test_runs_command_filters_and_limits(store: RunStore, capsys) -> None:
         code, out = runs_cli(store, capsys, *bad)
         assert code == 2 and "error" in out and len(out.strip().splitlines()) == 1, (bad, out)
     assert "finished" in runs_cli(store, capsys, "--status", "done")[1]  # the message lists the valid ones
+
+
+def test_train_page_lists_active_runs_then_pages_through_the_rest(store: RunStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [fake_run(store, i) for i in range(34)]
+    running = fake_run(store, 40, "running", created=0)  # the oldest of all, still listed first
+    monkeypatch.setenv("TLCORE_RUNS", str(store.root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/1_Train.py").run()
+    assert not at.exception
+
+    def cards() -> list[str]:
+        return [m.value for m in at.markdown if "-badge[" in m.value]
+
+    assert len(cards()) == 1 + 6 and "running" in cards()[0]
+    assert any("28 older or failed runs not shown" in c.value for c in at.caption)
+    at.toggle(key="show_all").set_value(True).run()
+    assert len(cards()) == 1 + run_filters.CARDS_PER_PAGE
+    at.number_input(key="runs_page").set_value(4).run()  # 34 ended runs: the last page has 4
+    assert not at.exception and len(cards()) == 1 + 4
+    assert at.number_input(key="runs_page").label == "Page (of 4)"
+    assert running not in ids

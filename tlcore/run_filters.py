@@ -15,7 +15,8 @@ from tlcore.runs import ACTIVE, RunRecord
 MAX_COMPARE = 12  # runs drawn at once on Compare: beyond this the legend and the curves stop being readable
 DEFAULT_RECENT = 5  # runs Compare opens on when there is no newer experiment
 MAX_OPTIONS = 200  # a picker lists at most this many matches; the filters narrow it down
-CARDS_PER_PAGE = 10  # ended runs per page on Train
+CARDS_PER_PAGE = 10  # ended runs per page on Train (Show all runs)
+RECENT_CARDS = 6  # ended runs on Train otherwise
 FIELDS = {  # filter name -> what it reads from a run
     "data": lambda r: dataset_name(r.config.get("data")),
     "backbone": lambda r: r.config.get("backbone") or "?",

@@ -75,7 +75,7 @@ class RunIndex:
         """
         with self._lock:
             root_mtime = self._stat_root()
-            if root_mtime is None or root_mtime != self._root_mtime or not self._db_read:
+            if root_mtime is None or root_mtime != self._root_mtime:
                 self._refresh()
             else:
                 now = time.time_ns()
@@ -99,7 +99,10 @@ class RunIndex:
             self._active = {rid for rid, (_, r) in self._entries.items() if r is not None and r.state in ACTIVE}
             self._db_read = True
             self._changed()
-        self._root_mtime = root_mtime = self._stat_root()
+        root_mtime = self._stat_root()
+        # A run created in the same clock tick as this scan would not move the mtime: the poll
+        # rescans until the folder is older than that.
+        self._root_mtime = root_mtime if root_mtime and time.time_ns() - root_mtime > RACY_NS else None
         if root_mtime is None:
             if self._entries:
                 self._entries.clear()
