@@ -649,3 +649,49 @@ def _cell_options(page) -> list[str]:
     options = page.get_by_role("option").all_text_contents()
     page.keyboard.press("Escape")
     return options
+
+
+def test_hundreds_of_runs_each_page_opens_and_compare_picks_a_few(app_server: AppServer, browser_page, tl_env,
+                                                                  tmp_path: Path) -> None:
+    """Issue 13: 300 runs in the folder; a direct first visit gets the app's own navigation, Compare
+    opens on the 5 newest runs, and every page opens without an error."""
+    import torch
+    from fake_runs import fake_run
+
+    from tlcore.runs import RunStore
+
+    store = RunStore(tl_env.runs)
+    ids = [fake_run(store, i, strategy=("scratch", "finetune", "partial")[i % 3]) for i in range(300)]
+    for rid in ids[-20:]:  # the newest have weights, so Predict lists them
+        store.write_classes(rid, [str(d) for d in range(10)])
+        store.save_weights(rid, {"w": torch.zeros(1)})
+    page = browser_page
+    try:
+        page.goto(f"{app_server.url}/Compare")  # the server's first request, straight to a page
+        page.get_by_role("heading", name="Compare runs").wait_for()
+        _wait_idle(page)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        expect(nav.get_by_role("link", name="Home")).to_be_visible()  # the app's navigation,
+        expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)  # not pages/'s
+        expect(_widget(page, "runs").locator("[data-tag]")).to_have_count(5)  # the 5 newest, not 300
+        _plotly_charts(page, _widget(page, "acc_chart")).wait_for()
+        expect(page.get_by_test_id("stCaptionContainer").filter(has_text="300 runs")).to_contain_text("opened on")
+        _assert_clean(page, "Compare (300 runs)")
+        _screenshot(page, tmp_path / "compare-300.png")
+        for title, heading in (("Train", "Train"), ("Predict", "Predict"), ("Report", "Report"),
+                               ("Home", "Transfer learning on images")):
+            _open_page(page, title)
+            page.get_by_role("heading", name=heading).wait_for()
+            _wait_idle(page)
+            if title == "Predict":
+                with _rerun(page):
+                    _widget(page, "model_kind").get_by_text("a finished run").click()
+                expect(page.get_by_test_id("stCaptionContainer").filter(has_text="20 runs")).to_be_visible()
+            _assert_clean(page, f"{title} (300 runs)")
+            _screenshot(page, tmp_path / f"{title.lower()}-300.png")
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        (tmp_path / "failure.html").write_text(page.content())
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+        raise
