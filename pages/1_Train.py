@@ -270,42 +270,49 @@ def manage(record) -> None:
                 st.rerun()
 
 
+def run_card(record, active: list[str]) -> None:
+    """One run's card: label and state, progress or outcome, curves, and what can be done with it."""
+    snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
+    trail = ui.track(trails.setdefault(record.run_id, []), snap)
+    with st.container(border=True):
+        st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
+        st.caption(ui.run_details(snap))
+        if snap["status"] in ("queued", "running"):
+            frac, where = ui.progress_of(snap)
+            st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
+            if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
+                jobs.cancel(record.run_id)
+        elif snap["status"] == "failed":
+            st.error(ui.run_message(snap))
+        elif snap.get("message"):
+            st.warning(ui.run_message(snap))
+        st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
+        if snap.get("metrics") or ui.live_losses(trail):
+            st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
+                                          if snap["status"] == "running" else None),
+                            theme="streamlit", key=f"curves_{record.run_id}")
+        if record.run_id not in active and record.state not in ("queued", "running"):
+            manage(record)
+        if snap["status"] == "finished":
+            download_model(record.run_id)
+
+
 @st.fragment(run_every=1.0 if live else None)  # poll only while something trains
-def runs_panel(watching: bool, ended: list) -> None:
-    # The poll rereads the active runs only; the ended runs' cards come from the page's last full run.
+def active_runs(watching: bool) -> None:
+    # The poll rereads and redraws the active runs only; the ended runs' cards are drawn once per page run.
     live_now, active = jobs.store.active(), jobs.active()
     if watching and {r.run_id for r in live_now} != set(live):
         st.rerun()  # a run ended or another process started one: redraw the whole page once
-    shown = ui.runs_to_show([*live_now, *ended], active, show_all=True)
-    if not shown:
-        st.info("No runs yet: pick your settings above and press **Start training**.")
-    elif len(shown) < len(records) and not show_all:
-        st.caption(f"{len(records) - len(shown)} older or failed runs not shown: turn on **Show all runs**.")
-    for record in shown:
-        snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
-        trail = ui.track(trails.setdefault(record.run_id, []), snap)
-        with st.container(border=True):
-            st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
-            st.caption(ui.run_details(snap))
-            if snap["status"] in ("queued", "running"):
-                frac, where = ui.progress_of(snap)
-                st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
-                if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
-                    jobs.cancel(record.run_id)
-            elif snap["status"] == "failed":
-                st.error(ui.run_message(snap))
-            elif snap.get("message"):
-                st.warning(ui.run_message(snap))
-            st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
-            if snap.get("metrics") or ui.live_losses(trail):
-                st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
-                                              if snap["status"] == "running" else None),
-                                theme="streamlit", key=f"curves_{record.run_id}")
-            if record.run_id not in active and record.state not in ("queued", "running"):
-                manage(record)
-            if snap["status"] == "finished":
-                download_model(record.run_id)
+    for record in ui.runs_to_show(live_now, active, show_all=True):
+        run_card(record, active)
 
 
-runs_panel(bool(live), ended)
+hidden = len(records) - len(live) - len(ended)
+if not records:
+    st.info("No runs yet: pick your settings above and press **Start training**.")
+elif hidden and not show_all:
+    st.caption(f"{hidden} older or failed runs not shown: turn on **Show all runs**.")
+active_runs(bool(live))
+for ended_record in ended:
+    run_card(ended_record, [])
 st.page_link("pages/2_Compare.py", label="Compare all runs", icon=":material/stacked_line_chart:")
