@@ -95,7 +95,7 @@ class World:
         if self.size == 1:
             return loss_fn(logits, y)
         # DDP averages gradients over ranks: this rank's summed loss times size / batch_n makes
-        # that average the gradient of the global batch's mean loss, also when slices differ by one.
+        # that average the gradient of the global batch's mean loss, whatever the slices' sizes.
         return loss_fn(logits, y, reduction="sum") * (self.size / batch_n)
 
     def batch_stats(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
