@@ -29,9 +29,11 @@ import skimage.data
 from PIL import Image
 
 try:  # CI installs Playwright; without it the test skips (see `browser_page`)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 except ImportError:
     expect = sync_playwright = None
+    PlaywrightTimeout = TimeoutError
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +163,29 @@ def cat_jpeg(tmp_path: Path) -> Path:
 
 
 # ---- helpers on the page -----------------------------------------------------------------------
+
+
+def _pick_option(page, key: str, option: str, tries: int = 3) -> None:
+    """Add `option` to a multiselect and wait for the run that follows.
+
+    A script run still drawing (the expander that holds the picker, a number typed just
+    before) can redraw the picker and close its list while it opens; then it is opened again,
+    rather than waiting a minute for an option that will not appear.
+    """
+    for _ in range(tries):
+        _wait_idle(page)
+        _widget(page, key).get_by_role("combobox").click()
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.wait_for(timeout=10_000)
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            continue
+        item.click()
+        break
+    page.keyboard.press("Escape")
+    expect(_widget(page, key)).to_contain_text(option)
+    _wait_idle(page)
 
 
 def _widget(page, key: str):
@@ -425,14 +450,7 @@ def test_experiment_from_train_to_bands_and_verdict_on_compare(app_server: AppSe
         _type_number(page, "epochs", 2)
         _type_number(page, "subset", 5)
         page.get_by_text("Experiment: several strategies and backbones, over seeds").click()
-        _wait_idle(page)  # a script run still going would redraw the picker and close its list
-        picker = _widget(page, "exp_strategies").get_by_role("combobox")
-        picker.click()
-        picker.fill("scratch")  # typed, not clicked: the option list can sit below the fold
-        with _rerun(page):
-            picker.press("Enter")
-        page.keyboard.press("Escape")
-        expect(_widget(page, "exp_strategies")).to_contain_text("scratch")
+        _pick_option(page, "exp_strategies", "scratch")
         expect(_widget(page, "exp_backbones")).to_contain_text("simple_cnn")
         _type_number(page, "exp_seeds", 2)
         with _rerun(page):
