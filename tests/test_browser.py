@@ -188,6 +188,19 @@ def _pick_option(page, key: str, option: str, tries: int = 3) -> None:
     _wait_idle(page)
 
 
+@contextlib.contextmanager
+def _dump_on_failure(page, app_server, tmp_path: Path) -> Iterator[None]:
+    """On any failure inside: print the server's output, keep the page's HTML and a screenshot."""
+    try:
+        yield
+    except BaseException:
+        print(f"---- streamlit output ----\n{app_server.log()}")
+        (tmp_path / "failure.html").write_text(page.content())
+        page.screenshot(path=tmp_path / "failure.png")
+        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+        raise
+
+
 def _widget(page, key: str):
     """The element Streamlit made for the widget with this `key=` (it carries class st-key-<key>)."""
     return page.locator(f".st-key-{key}")
@@ -291,7 +304,7 @@ def test_chromium_is_found_as_ci_finds_it_and_ci_fails_instead_of_skipping(monke
 def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, cat_jpeg: Path,
                                            tmp_path: Path) -> None:
     page = browser_page
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         # A direct link to Train as the server's very first request (a custom URL path once
         # showed a "Page not found" dialog there), then Home and back through the sidebar.
         page.goto(f"{app_server.url}/Train")
@@ -356,12 +369,6 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
         assert any(cat in label for label in labels for cat in CATS), f"no cat in the ImageNet top-k: {labels}"
         _assert_clean(page, "Predict")
         _screenshot(page, tmp_path / "predict.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        (tmp_path / "failure.html").write_text(page.content())
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
-        raise
 
 
 def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, browser_page, tmp_path: Path) -> None:
@@ -378,7 +385,7 @@ def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, 
         pictures[name] = [tmp_path / f"{name} {i}.jpg" for i in range(4)]
         for path, img in zip(pictures[name], photo_patches(photo, 4, 96, seed=7), strict=True):
             img.save(path, quality=90)
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         page.goto(f"{app_server.url}/Train")
         page.get_by_role("heading", name="Train").wait_for()
         _wait_idle(page)
@@ -425,19 +432,13 @@ def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, 
         _wait_idle(page)
         _assert_clean(page, "Train (finished, downloaded)")
         _screenshot(page, tmp_path / "download.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        (tmp_path / "failure.html").write_text(page.content())
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
-        raise
 
 
 def test_experiment_from_train_to_bands_and_verdict_on_compare(app_server: AppServer, browser_page,
                                                               tmp_path: Path) -> None:
     """Issue 8: a 2-strategy x 2-seed experiment started on Train, then its bands and verdict on Compare."""
     page = browser_page
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         page.goto(f"{app_server.url}/Train")
         page.get_by_role("heading", name="Train").wait_for()
         _wait_idle(page)
@@ -492,12 +493,6 @@ def test_experiment_from_train_to_bands_and_verdict_on_compare(app_server: AppSe
         _assert_clean(page, "Compare (experiment)")
         page.get_by_test_id("stDataFrame").last.scroll_into_view_if_needed()
         _screenshot(page, tmp_path / "experiment_tables.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        (tmp_path / "failure.html").write_text(page.content())
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
-        raise
 
 
 # ---- issue 9: what a new user trips over ------------------------------------------------------------
@@ -538,7 +533,7 @@ def test_runs_named_compare_legible_and_train_form_in_chromium(app_server: AppSe
     ids = _made_runs(tl_env.runs, tmp_path)
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 2600})  # tall: every card and table in one picture
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         page.goto(app_server.url)
         page.get_by_role("heading", name="Transfer learning on images").wait_for()
         _wait_idle(page)
@@ -594,11 +589,6 @@ def test_runs_named_compare_legible_and_train_form_in_chromium(app_server: AppSe
         expect(page.get_by_test_id("stCaptionContainer").filter(has_text="cats vs dogs.zip").first).to_be_visible()
         _assert_clean(page, "Predict")
         _screenshot(page, tmp_path / "issue9_predict.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}")
-        raise
     assert ids
 
 
@@ -619,7 +609,7 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
     run_id = manager.submit(TrainConfig(data=str(photos), epochs=2, image_size=64, val_fraction=0.5, device="cpu"))
     assert manager.wait(run_id, timeout=180) and manager.snapshot(run_id)["status"] == "finished"
     page = browser_page
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         page.goto(app_server.url)
         page.get_by_role("heading", name="Transfer learning on images").wait_for()
         _wait_idle(page)
@@ -657,11 +647,6 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
         _assert_clean(page, "Predict (Grad-CAM)")
         overlays.last.scroll_into_view_if_needed()
         _screenshot(page, tmp_path / "predict_cam.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}")
-        raise
 
 
 def _cell_options(page) -> list[str]:
@@ -687,7 +672,7 @@ def test_hundreds_of_runs_each_page_opens_and_compare_picks_a_few(app_server: Ap
         store.write_classes(rid, [str(d) for d in range(10)])
         store.save_weights(rid, {"w": torch.zeros(1)})
     page = browser_page
-    try:
+    with _dump_on_failure(page, app_server, tmp_path):
         page.goto(f"{app_server.url}/Compare")  # the server's first request, straight to a page
         page.get_by_role("heading", name="Compare runs").wait_for()
         _wait_idle(page)
@@ -710,9 +695,3 @@ def test_hundreds_of_runs_each_page_opens_and_compare_picks_a_few(app_server: Ap
                 expect(page.get_by_test_id("stCaptionContainer").filter(has_text="20 runs")).to_be_visible()
             _assert_clean(page, f"{title} (300 runs)")
             _screenshot(page, tmp_path / f"{title.lower()}-300.png")
-    except BaseException:
-        print(f"---- streamlit output ----\n{app_server.log()}")
-        (tmp_path / "failure.html").write_text(page.content())
-        page.screenshot(path=tmp_path / "failure.png")
-        print(f"the page when it failed: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
-        raise

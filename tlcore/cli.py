@@ -36,6 +36,13 @@ def _add_runs_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=None, help="runs folder (default: $TLCORE_RUNS or ./runs)")
 
 
+def _add_run_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """--backbone, --strategy and every train option (train and lr-find share them)."""
+    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
+    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
+    _add_train_options(p, d)
+
+
 def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     """The settings a run takes (shared by `train` and `sweep`), except backbone and strategy."""
     p.add_argument("--data", default=d.data, help=f"{', '.join(BUILTIN)}, a folder of class folders, or a .zip")
@@ -69,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a run and save it")
-    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
-    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
-    _add_train_options(p, d)
+    _add_run_options(p, d)
     _add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
 
@@ -105,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runs_dir(p)
 
     p = sub.add_parser("lr-find", help="sweep the learning rate (fastai's lr_find) and suggest one")
-    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
-    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
-    _add_train_options(p, d)
+    _add_run_options(p, d)
     add_lr_find_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: lrs, losses, suggested_lr")
 
