@@ -73,3 +73,19 @@ def test_table_marks_skipped_rows_and_ratios_against_the_right_baseline():
 def test_bad_rows_argument_exits_2(argv, capsys):
     assert bench.main(argv) == 2
     assert "--rows" in capsys.readouterr().err
+
+
+def test_gpu_benchmark_reports_every_precision_mode(tmp_path):
+    """The GPU script is run on lent GPU machines with minutes to spare: it must not fail there.
+
+    `--quick` runs the same code on the CPU (tiny sizes); the engine part starts processes and is
+    left to the GPU run itself.
+    """
+    from tlcore.bench import gpu
+
+    out = tmp_path / "RESULTS-gpu.md"
+    assert gpu.main(["--quick", "--skip-engine", "--backbones", "simple_cnn", "--out", str(out)]) == 0
+    report = out.read_text()
+    for label, *_ in gpu.MODES:
+        assert f"| simple_cnn | {label} |" in report
+    assert "| simple_cnn | bf16 autocast + channels_last |" in report.split("## Feature extraction")[1]
