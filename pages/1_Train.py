@@ -8,6 +8,7 @@ from tlcore import builder, experiment_views, export, form, run_filters, ui
 from tlcore.charts import curves_figure
 from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
+from tlcore.device import gpu_count
 from tlcore.experiments import cancel_experiment, progress, start_experiment
 from tlcore.heads import HEAD_KINDS
 from tlcore.insight_charts import lr_find_figure
@@ -118,6 +119,11 @@ with right:
     seed = c3.number_input("Seed", 0, 2**31 - 1, d.seed, key="seed")
     subset = c1.number_input("Images per class", 1, None, None, key="subset", placeholder="all",
                              help="training images per class, for quick trial runs; validation keeps all its images")
+    gpus = 1  # one device: the run trains in the app's own process, as always
+    if (gpus_here := gpu_count()) > 1:
+        gpus = int(c2.number_input("GPUs", 1, gpus_here, 1, key="gpus",
+                                   help="over 1: one run over N GPUs with torchrun (DDP), the batch size split "
+                                        "over them"))
     with st.expander("Advanced"):
         shown = form.advanced_fields(strategy, head, builtin)
         a1, a2 = st.columns(2)
@@ -150,8 +156,8 @@ with right:
                 cfg = settings(backbone, strategy)
                 form.check_weights(backbone, strategy)
                 found = form.check_dataset(cfg.data, cfg.val_fraction, cfg.subset, cfg.seed)
-            st.success(f"Queued run {jobs.submit(cfg)}{f' on {found}' if found else ''}: it trains in the background,"
-                       " watch it below.")
+            st.success(f"Queued run {jobs.submit(cfg, processes=gpus)}{f' on {found}' if found else ''}"
+                       f"{f' over {gpus} GPUs' if gpus > 1 else ''}: it trains in the background, watch it below.")
         except ValueError as exc:
             st.error(f"Cannot start: {exc}")
     with st.expander("Learning-rate finder", icon=":material/search_insights:"):  # fastai's lr_find

@@ -41,6 +41,8 @@ TRAIN_FLAGS = {
     "batch_size": (["--batch-size", "12"], "batch_size", 12),
     "lr": (["--lr", "0.05"], "lr", 0.05),
     "optimizer": (["--optimizer", "sgd"], "optimizer", "sgd"),
+    "momentum": (["--momentum", "0.8"], "momentum", 0.8),
+    "weight_decay": (["--weight-decay", "0.001"], "weight_decay", 0.001),
     "schedule": (["--schedule", "cosine"], "schedule", "cosine"),
     "head": (["--head", "mlp"], "head", "mlp"),
     "hidden": (["--hidden", "64", "32"], "hidden", (64, 32)),
@@ -55,7 +57,9 @@ TRAIN_FLAGS = {
     "head_epochs": (["--head-epochs", "2"], "head_epochs", 2),
     "no_feature_cache": (["--no-feature-cache"], "feature_cache", False),
 }
-NOT_CONFIG = {"help", "runs_dir", "json"}  # where the run goes and how it is printed
+NOT_CONFIG = {"help", "runs_dir", "json", "new_run_id"}  # where the run goes, its name, how it is printed
+# --sync-bn is refused on CPU: tests/test_launch.py checks the refusal and that it reaches the config.
+NOT_CONFIG |= {"sync_bn"}
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -70,7 +74,7 @@ class _FakeManager:
         self.runs_dir = runs_dir
         self.configs: list[TrainConfig] = []
 
-    def submit(self, config: TrainConfig, listener=None) -> str:
+    def submit(self, config: TrainConfig, listener=None, run_id=None) -> str:
         self.configs.append(config)
         return "20250101-000000-fake"
 

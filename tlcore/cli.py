@@ -52,6 +52,8 @@ def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                    help="learning rate (default: per strategy and optimizer, e.g. 1e-3 for feature_extraction, "
                         "1e-4 for finetune with adam)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
     p.add_argument("--head", default=d.head, choices=HEAD_KINDS)
     p.add_argument("--hidden", type=int, nargs="*", default=[], help="MLP head widths (default 1024 1024 512)")
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a run and save it")
     _add_run_options(p, d)
     _add_runs_dir(p)
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: BatchNorm layers that train average their statistics over all GPUs")
+    p.add_argument("--run-id", dest="new_run_id", metavar="RUN_ID",
+                   help="the new run's id (default: time-backbone-strategy-random); the app uses it to follow "
+                        "the runs it launches")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
 
     p = sub.add_parser("predict", help="top-k classes for images")
@@ -144,22 +151,26 @@ def _config_from_args(args) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone, data=args.data, strategy=args.strategy, epochs=args.epochs,
         batch_size=args.batch_size, lr=default_lr(args.strategy, args.optimizer) if args.lr is None else args.lr,
-        optimizer=args.optimizer, schedule=args.schedule,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         head=args.head, hidden=tuple(args.hidden), augment=args.augment, image_size=args.image_size,
         seed=args.seed, device=args.device, subset=args.subset, val_fraction=args.val_fraction,
         unfreeze_groups=args.unfreeze_groups, lr_factor=args.lr_factor, head_epochs=args.head_epochs,
-        feature_cache=not args.no_feature_cache,
+        feature_cache=not args.no_feature_cache, sync_bn=getattr(args, "sync_bn", False),
     )
 
 
 def cmd_train(args) -> int:
     from tlcore.data import check_data_spec
     from tlcore.jobs import get_manager
+    from tlcore.runs import validate_run_id
 
     cfg = _config_from_args(args)
     try:
         cfg.validate()
         check_data_spec(cfg.data)
+        if args.new_run_id is not None:
+            validate_run_id(args.new_run_id)
+        distributed.check_sync_bn(cfg.sync_bn, cfg.device)
     except ValueError as exc:
         return _usage_error(str(exc))
     world = distributed.init_from_env(cfg.device)  # one process of one outside torchrun
@@ -180,7 +191,10 @@ def cmd_train(args) -> int:
             print(f"started: {len(data['class_names'])} classes, {data['num_train']} train / {data['num_val']} val"
                   f" images on {data['device']} ({data['path']})", file=out, flush=True)
 
-    run_id = manager.submit(cfg, listener=show)
+    try:
+        run_id = manager.submit(cfg, listener=show, run_id=args.new_run_id)
+    except ValueError as exc:  # --run-id names a run that exists
+        return _usage_error(str(exc))
     print(f"run {run_id} queued", file=out, flush=True)
     if world.size > 1:
         distributed.raise_on_sigterm()

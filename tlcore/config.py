@@ -50,6 +50,9 @@ class TrainConfig:
     # Under torchrun: world_size, global_batch_size (= batch_size, split over the processes),
     # batch_size_per_process, backend (distributed.World.describe); None for one process.
     distributed: dict | None = None
+    # Under torchrun on GPUs: BatchNorm layers that train use SyncBatchNorm (statistics over every
+    # process's slice of the batch); refused elsewhere (distributed.check_sync_bn).
+    sync_bn: bool = False
 
     def validate(self) -> TrainConfig:
         """Raise ValueError with one line naming the bad value and the valid ones."""

@@ -69,6 +69,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this process sees (0 without CUDA): over 1, the app can train one run on several."""
+    return torch.cuda.device_count()
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 on CUDA GPUs that support it, else fp16 on CUDA; None (fp32) elsewhere."""
     if device.type != "cuda":

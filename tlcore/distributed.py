@@ -199,6 +199,35 @@ def current() -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def check_sync_bn(sync_bn: bool, device_name: str = "auto", world_size: int | None = None) -> None:
+    """Raise ValueError when `--sync-bn` is asked for where it cannot work: it needs CUDA and torchrun.
+
+    SyncBatchNorm all-reduces the statistics of every BatchNorm layer that trains over the
+    processes' slices of a batch; PyTorch implements it for GPUs only (not gloo on CPU), and one
+    process has nothing to synchronise with. Refusing says so at once instead of a run that does
+    silently what the user did not ask for.
+    """
+    if not sync_bn:
+        return
+    size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if size < 2 or pick_device(device_name).type != "cuda":
+        raise ValueError("--sync-bn needs several processes on CUDA GPUs (SyncBatchNorm averages BatchNorm "
+                         "statistics across GPUs): run `torchrun --nproc_per_node=N -m tlcore train --sync-bn ...` "
+                         "on a machine with N GPUs, or leave out --sync-bn")
+
+
+def sync_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """`model` with every BatchNorm layer a SyncBatchNorm (in place below the top); how many there are.
+
+    Call it before the parameter groups are taken (they hold the layers). Frozen layers convert
+    too, but strategies keep them in eval mode, where SyncBatchNorm uses its running statistics
+    and never communicates: only the layers that train synchronise. Parameters and buffers keep
+    their names, so the saved weights load into the plain model.
+    """
+    count = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model), count
+
+
 class Terminated(Exception):
     """SIGTERM reached a torchrun process: torchrun stops the others when one of them exits."""
 

@@ -2,7 +2,9 @@
 
 Runs wait in a queue and `max_workers` threads train them (one at a time by default: on a
 2-core CPU two runs side by side are each slower than one after the other). A worker never
-dies silently: any exception becomes a `failed` event with its message.
+dies silently: any exception becomes a `failed` event with its message. A run over several
+processes (GPUs) is launched as a torchrun subprocess instead and followed through its folder
+(launch.py); the worker waits for it, so it still runs one at a time with the others.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlcore import launch
 from tlcore.config import TrainConfig
 from tlcore.device import configure_threads, tune_allocator
 from tlcore.events import RunRecorder
-from tlcore.runs import RunRecord, RunStore
+from tlcore.runs import RunRecord, RunStore, validate_run_id
 from tlcore.train import Cancelled, TrainingError, train
 from tlcore.weights import WeightsUnavailable
 
@@ -32,6 +35,7 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     claimed: bool = False  # taken off the queue, by a worker or by a cancel (manager lock)
     failure: str | None = None  # stopped for this reason, not by the user: ends failed, not cancelled
+    processes: int = 1  # over 1: a torchrun subprocess trains it (launch.py), not a worker thread
 
 
 class JobManager:
@@ -54,16 +58,24 @@ class JobManager:
 
     # ---- commands ----
 
-    def submit(self, config: TrainConfig, listener=None) -> str:
+    def submit(self, config: TrainConfig, listener=None, run_id: str | None = None, processes: int = 1) -> str:
         """Validate, record and queue a run; returns its id at once.
 
         `listener(kind, data)`, when given, is subscribed before the run can start, so it sees
-        every event.
+        every event (of a run in this process: a launched one's events are in its own process).
+        `run_id` names the run (default: a new one); ValueError if that run exists. With
+        `processes` over 1 the run trains in a torchrun subprocess of that many processes (one
+        per GPU) that this manager starts, follows through the run folder and stops on cancel.
         """
         config.validate()
-        run_id = self.store.new_run_id(config.backbone, config.strategy)
-        self.store.create(run_id, config.to_dict())
-        job = Job(run_id, config, RunRecorder(self.store, run_id))
+        launch.check(config, processes)
+        run_id = validate_run_id(run_id) if run_id else self.store.new_run_id(config.backbone, config.strategy)
+        try:
+            (self.store.reserve if processes > 1 else self.store.create)(run_id, config.to_dict())
+        except FileExistsError:
+            raise ValueError(f"run {run_id} already exists in {self.store.root}: pick another id, or leave "
+                             "it out for a new one") from None
+        job = Job(run_id, config, RunRecorder(self.store, run_id), processes=processes)
         if listener is not None:
             job.recorder.subscribe(listener)
         with self._lock:
@@ -114,9 +126,9 @@ class JobManager:
         """Live state of a run: from memory while it is here, else from disk."""
         with self._lock:
             job = self._jobs.get(run_id)
-        if job is not None:
+        if job is not None and job.processes == 1:
             return {"run_id": run_id, "config": job.config.to_dict(), **job.recorder.snapshot()}
-        return self.store.load(run_id).snapshot()
+        return self.store.load(run_id).snapshot()  # a launched run writes its state there
 
     def list_runs(self) -> list[RunRecord]:
         """Every run in the folder (from all sessions and processes), newest first."""
@@ -156,7 +168,7 @@ class JobManager:
                 return
             job.claimed = True
         try:
-            self._train_and_record(job)
+            (self._launch_and_follow if job.processes > 1 else self._train_and_record)(job)
         except Exception as exc:  # noqa: BLE001 - saving or recording failed: the run fails, the worker goes on
             self._fail(job, exc)
 
@@ -189,6 +201,13 @@ class JobManager:
         else:
             self._save(job, result)
             emit("finished", result.summary)
+
+    def _launch_and_follow(self, job: Job) -> None:
+        """Train in a torchrun subprocess until it ends or is stopped; record the end it could not."""
+        cmd = launch.command(job.config, job.run_id, self.store.root, job.processes)
+        proc = launch.start(cmd, self.store.path(job.run_id) / launch.LOG)
+        code = launch.follow(proc, job.stop)
+        launch.record_end(self.store, job.run_id, code, job.stop.is_set(), job.failure)
 
     def _save(self, job: Job, result) -> None:
         """The best epoch's weights and per-image validation results, when there is one."""

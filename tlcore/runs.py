@@ -156,11 +156,19 @@ class RunStore:
         return self.root / validate_run_id(run_id)
 
     def create(self, run_id: str, config: dict) -> Path:
+        """Make a run's folder, or take over one `reserve`d for it; FileExistsError if the id is taken."""
         folder = self.path(run_id)
-        folder.mkdir(parents=True, exist_ok=False)
+        if not (read_json(folder / "status.json", {}) or {}).get("reserved"):
+            folder.mkdir(parents=True, exist_ok=False)
         write_json(folder / "config.json", config)
         write_json(folder / "metrics.json", [])
         self.write_status(run_id, {"status": "queued", "created": time.time(), **owner()})
+        return folder
+
+    def reserve(self, run_id: str, config: dict) -> Path:
+        """A queued run's folder that the process launched to train it takes over (`create`)."""
+        folder = self.create(run_id, config)
+        self.write_status(run_id, {"status": "queued", "created": time.time(), **owner(), "reserved": True})
         return folder
 
     def write_status(self, run_id: str, status: dict) -> None:

@@ -291,6 +291,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     if cfg.batch_size < 2 * world.size:
         raise ValueError(f"batch size {cfg.batch_size} is the global batch over {world.size} processes: "
                          f"use at least {2 * world.size} (2 per process)")
+    distributed.check_sync_bn(cfg.sync_bn, cfg.device, world.size)
     run = _Run(cfg, spec, device, emit, stop, torch.Generator().manual_seed(cfg.seed), world=world)
     resize, crop = spec.preprocessing(cfg.image_size)
     _check_fits(cfg, crop, device)
@@ -308,6 +309,10 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     # a generator of the run, whatever other threads of the process draw meanwhile.
     model = backbones.build_model(cfg.backbone, len(source.class_names), pretrained=pretrained,
                                   head=cfg.head, hidden=cfg.hidden, seed=cfg.seed)
+    if cfg.sync_bn:  # GPU only (check_sync_bn); before param_groups, which hold the layers
+        model, converted = distributed.sync_batchnorm(model)
+        emit("log", {"message": f"sync-bn: {converted} BatchNorm layers average their statistics over "
+                                f"{world.size} processes while they train"})
     bind_generator(model, device_generator(device, cfg.seed + world.rank))  # ranks draw distinct masks
     groups = backbones.param_groups(model, cfg.backbone)
     opt = _optimizer(cfg, strategy.optimizer_groups(groups, cfg.lr))
