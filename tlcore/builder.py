@@ -20,12 +20,15 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from tlcore import paths
-from tlcore.images import ImageError, load_square, open_image
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# PIL and numpy (tlcore.images) are imported by the functions that decode: `built_name`, which
+# `python -m tlcore runs` calls for every run's dataset, needs neither.
 
 MAX_NAME = 60  # characters; 60 x 4 UTF-8 bytes stays under the 255-byte file name limit
 MAX_IMAGE_BYTES = 50 * 2**20
@@ -211,6 +214,8 @@ def remove_image(dataset_id: str, name: str, file_name: str) -> None:
 
 
 def _extension(data: bytes) -> str:
+    from PIL import Image
+
     # The decoders tlcore.images allows (its JPEG entry also opens phone photos Pillow calls MPO).
     with Image.open(io.BytesIO(data), formats=[f for f in _EXTENSIONS if f != "MPO"]) as img:
         return _EXTENSIONS[img.format]
@@ -223,6 +228,8 @@ def add_images(dataset_id: str, name: str, files) -> AddReport:
         files: (file name, bytes) pairs, or uploads with `.name` and `.getvalue()` (Streamlit's
             UploadedFile, camera photos included). The file name only appears in messages.
     """
+    from tlcore.images import ImageError, open_image
+
     target = _class_dir(dataset_id, name)
     folder = target.parent
     report = AddReport(refused=[])
@@ -257,6 +264,8 @@ def add_images(dataset_id: str, name: str, files) -> AddReport:
 
 def thumbnails(dataset_id: str, name: str, limit: int = 12, size: int = 96) -> list[tuple[str, np.ndarray]]:
     """(stored file name, size x size RGB array) of a class's newest `limit` images."""
+    from tlcore.images import ImageError, load_square
+
     target = _class_dir(dataset_id, name)
     files = sorted((f for f in target.iterdir() if _FILE.match(f.name)), key=lambda f: f.stat().st_mtime, reverse=True)
     out = []

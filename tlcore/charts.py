@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,9 +17,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from tlcore.backbones import get_backbone
-from tlcore.builder import built_name
+from tlcore.names import dataset_name  # re-exported: pages and ui.py take it from here
 from tlcore.runs import RunRecord
-from tlcore.uploads import upload_name
 
 PALETTE = qualitative.Plotly
 SPLIT_DASH = {"train": "dash", "val": "solid"}
@@ -117,14 +115,6 @@ def run_names(runs: Sequence[RunRecord | dict]) -> list[str]:
         if seen[name] > 1:
             names[i] = f"{name} #{seen[name]}"
     return names
-
-
-def dataset_name(spec: str | None) -> str:
-    """A dataset spec for display: built-in names as they are, uploads by the user's file name,
-    datasets built on the Train page by the user's name, other paths by their last part."""
-    if not spec:
-        return "?"
-    return upload_name(spec) or built_name(spec) or (Path(spec).name if ("/" in spec or "\\" in spec) else spec)
 
 
 def _column(metrics: list[dict], key: str) -> tuple[list, list]:

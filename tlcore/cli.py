@@ -10,13 +10,12 @@ import argparse
 import json
 import sys
 
-from tlcore import backbones, distributed
+# Nothing here imports torch, numpy or pandas at module level: `runs` and `--help` start in a
+# fraction of a second (torch alone takes 1.5 s); each command imports what it needs.
 from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
-from tlcore.data import BUILTIN
-from tlcore.heads import HEAD_KINDS
 from tlcore.insight_cli import add_lr_find_arguments, add_report_arguments, cmd_lr_find, cmd_report, write_cams
+from tlcore.names import BACKBONES, BUILTIN, HEAD_KINDS, STRATEGIES
 from tlcore.paths import runs_root
-from tlcore.strategies import STRATEGIES
 from tlcore.sweep_cli import add_sweep_arguments
 
 RUNS_SCREEN = 20  # `runs` lists a screenful by default
@@ -38,8 +37,8 @@ def _add_runs_dir(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     """--backbone, --strategy and every train option (train and lr-find share them)."""
-    p.add_argument("--backbone", default=d.backbone, choices=backbones.list_backbones())
-    p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES))
+    p.add_argument("--backbone", default=d.backbone, choices=BACKBONES)
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     _add_train_options(p, d)
 
 
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes for images")
     p.add_argument("images", nargs="+")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--backbone", choices=backbones.list_backbones())
+    who.add_argument("--backbone", choices=BACKBONES)
     who.add_argument("--run", dest="run_id")
     who.add_argument("--model", help="an exported bundle folder or .zip (see `export`)")
     p.add_argument("--topk", type=int, default=5)
@@ -160,6 +159,7 @@ def _config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    from tlcore import distributed
     from tlcore.data import check_data_spec
     from tlcore.jobs import get_manager
     from tlcore.runs import validate_run_id
@@ -226,6 +226,7 @@ def _train_follower(cfg: TrainConfig, world) -> int:
     """A torchrun process other than rank 0: trains its share in step with rank 0, writes nothing."""
     import signal
 
+    from tlcore import distributed
     from tlcore.train import Cancelled, train
 
     # Ctrl-C (torchrun forwards SIGINT to every process) is rank 0's to act on: it stops between
@@ -303,7 +304,7 @@ def cmd_export(args) -> int:
 
 def cmd_runs(args) -> int:
     from tlcore import run_filters
-    from tlcore.charts import dataset_name
+    from tlcore.names import dataset_name
     from tlcore.runs import RunStore
 
     try:
@@ -339,7 +340,7 @@ def cmd_runs(args) -> int:
 def _runs_filter(args):
     """The `runs` command's filters (a run_filters.RunFilter); raises ValueError naming a bad value and the valid ones."""
     from tlcore import run_filters
-    from tlcore.charts import dataset_name
+    from tlcore.names import dataset_name
     from tlcore.runs import ACTIVE, FINAL
 
     def values(flag: str, valid=None) -> list[str]:
@@ -350,8 +351,8 @@ def _runs_filter(args):
         return given
 
     return run_filters.RunFilter(
-        status=values("status", (*ACTIVE, *FINAL)), backbone=values("backbone", backbones.list_backbones()),
-        strategy=values("strategy", list(STRATEGIES)), data=[dataset_name(v) for v in values("data")],
+        status=values("status", (*ACTIVE, *FINAL)), backbone=values("backbone", BACKBONES),
+        strategy=values("strategy", STRATEGIES), data=[dataset_name(v) for v in values("data")],
         experiment=values("experiment"))
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from tlcore.backbones import list_backbones
-from tlcore.heads import HEAD_KINDS
-from tlcore.strategies import STRATEGIES
+from tlcore.names import BACKBONES, HEAD_KINDS, STRATEGIES
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "step", "cosine")
@@ -57,7 +55,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ValueError with one line naming the bad value and the valid ones."""
         choices = {
-            "backbone": list_backbones(), "strategy": list(STRATEGIES), "optimizer": OPTIMIZERS,
+            "backbone": BACKBONES, "strategy": STRATEGIES, "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES, "head": HEAD_KINDS, "augment": AUGMENTS, "device": DEVICES,
         }
         for name, valid in choices.items():

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from tlcore import paths
 from tlcore.archive import extract_zip
 from tlcore.folders import scan_folder
-from tlcore.images import ImageError, load_square
+from tlcore.names import BUILTIN  # the built-in datasets (defined there so the CLI needs no torch)
+from tlcore.spill import SpilledImages
+from tlcore.stream import decode_workers, load_row
 from tlcore.weights import download, host_reachable
 
-BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "hymenoptera", "cats_dogs")
 DOWNLOADS = {
     "hymenoptera": ("https://download.pytorch.org/tutorial/hymenoptera_data.zip", "hymenoptera_data"),
     "cats_dogs": (
@@ -52,9 +53,12 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Decoded images of one split: uint8 (N, 3, R, R) and int64 labels (N,)."""
+    """Decoded images of one split: uint8 (N, 3, R, R) and int64 labels (N,).
 
-    images: torch.Tensor
+    `images` is a tensor, or over the memory budget a `SpilledImages` read a batch at a time.
+    """
+
+    images: torch.Tensor | SpilledImages
     labels: torch.Tensor
     # Positions in the split's item list of the rows kept (None: all, in order); unreadable
     # files are dropped, and per-image results must still name the right file.
@@ -92,11 +96,13 @@ class DataSource:
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    def decode(self, resize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, workers: int | None = None) -> Decoded:
+    def decode(self, resize: int, memory_budget: int | None = None, workers: int | None = None) -> Decoded:
         """Decode and resize every image once to (3, resize, resize) uint8.
 
+        A split over `memory_budget` bytes (default DEFAULT_MEMORY_BUDGET) goes to a spill file.
         Unreadable files are skipped and listed in `Decoded.skipped` with the reason.
         """
+        memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
         skipped = list(self.skipped)
         train = _decode_split(self.train_items, self.train_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-train")
         val = _decode_split(self.val_items, self.val_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-val")
@@ -112,27 +118,17 @@ class DataSource:
 # ---- decoding -----------------------------------------------------------------------------
 
 
-def _allocate(n: int, resize: int, budget: int, key: str) -> torch.Tensor:
-    """A uint8 (n, 3, resize, resize) buffer: in RAM within the budget, else memory-mapped.
+def _allocate(n: int, resize: int, budget: int, key: str) -> torch.Tensor | SpilledImages:
+    """A uint8 (n, 3, resize, resize) buffer: in RAM within the budget, else in a spill file.
 
-    The spill file is private to this buffer (two runs on the same dataset must not share,
-    and truncate, one file) and is unlinked as soon as it is mapped: the mapping keeps the
-    data alive for as long as the tensor lives, and nothing is left on disk when the run
-    ends, even if the process dies.
+    The spill file (spill.py) is private to this buffer and unlinked at once: nothing is left on
+    disk when the run ends, even if the process dies, and its rows are read a batch at a time
+    without becoming the process's memory.
     """
     shape = (n, 3, resize, resize)
     if n * 3 * resize * resize <= budget:
         return torch.empty(shape, dtype=torch.uint8)
-    spill = paths.cache_root() / "spill"
-    spill.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"{key}-{resize}-", suffix=".u8", dir=spill)
-    try:
-        os.ftruncate(fd, max(1, n * 3 * resize * resize))
-        array = np.memmap(path, mode="r+", dtype=np.uint8, shape=shape)
-    finally:
-        os.close(fd)
-        os.unlink(path)
-    return torch.from_numpy(array)
+    return SpilledImages(shape, paths.cache_root() / "spill", f"{key}-{resize}-")
 
 
 def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split:
@@ -143,14 +139,12 @@ def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split
 
     def work(i_path):
         i, path = i_path
-        try:
-            out[i] = torch.from_numpy(load_square(path, resize)).permute(2, 0, 1)
-            return i, None
-        except ImageError as exc:
-            return i, str(exc)
+        row, error = load_row(path, resize)
+        if error is None:
+            out[i] = row
+        return i, error
 
-    # PIL releases the GIL while decoding, so threads overlap the work of several images.
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:
         for i, error in pool.map(work, enumerate(items)):
             if error is None:
                 keep.append(i)
@@ -161,16 +155,16 @@ def _decode_split(items, labels, resize, budget, skipped, workers, key) -> Split
     return Split(_compact(out, keep), torch.tensor(labels, dtype=torch.long)[keep], keep)
 
 
-def _compact(out: torch.Tensor, keep: list[int]) -> torch.Tensor:
+def _compact(out: torch.Tensor | SpilledImages, keep: list[int]) -> torch.Tensor | SpilledImages:
     """Move the kept rows (ascending) to the front, in place, and return that view.
 
-    `out[idx]` would copy the whole split into fresh anonymous memory: for a spilled split,
-    exactly the RAM the spill exists to save.
+    `out[idx]` would copy the whole split into fresh memory: for a spilled split, exactly the
+    RAM the spill exists to save.
     """
     for new, old in enumerate(keep):
         if new != old:
             out[new] = out[old]
-    return out[: len(keep)]
+    return out.head(len(keep)) if isinstance(out, SpilledImages) else out[: len(keep)]
 
 
 def _resize_arrays(items, labels, resize, budget, key) -> Split:

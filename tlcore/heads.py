@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-HEAD_KINDS = ("linear", "mlp")
+from tlcore.names import HEAD_KINDS
+
 DEFAULT_MLP_HIDDEN = (1024, 1024, 512)  # the Dense stack of the Keras examples users come from
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tlcore.charts import dataset_name
+from tlcore.memo import per_record_list
+from tlcore.names import dataset_name
 from tlcore.runs import ACTIVE, RunRecord
 
 MAX_COMPARE = 12  # runs drawn at once on Compare: beyond this the legend and the curves stop being readable
@@ -59,8 +60,10 @@ class RunFilter:
         return bool(self.text.strip()) or any(getattr(self, key) for key in FIELDS)
 
 
+@per_record_list
 def choices(records: Iterable[RunRecord]) -> dict[str, list[str]]:
-    """{filter name: the values the runs have, most common first} (empty values left out)."""
+    """{filter name: the values the runs have, most common first} (empty values left out);
+    computed once per run list (memo.py)."""
     counts: dict[str, dict[str, int]] = {key: {} for key in FIELDS}
     for record in records:
         for key, read in FIELDS.items():
