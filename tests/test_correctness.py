@@ -24,6 +24,7 @@ from tlcore.config import TrainConfig
 from tlcore.data import resolve_data
 from tlcore.folders import scan_folder
 from tlcore.jobs import JobManager
+from tlcore.spill import SpilledImages
 from tlcore.strategies import apply_train_mode, make_strategy
 from tlcore.train import step_milestones, train
 
@@ -291,42 +292,45 @@ def test_cached_and_full_forward_paths_train_the_same_model(tiny_config, head: s
 # ---- 5. and 6. spill files ---------------------------------------------------------------------
 
 
-def _deleted_spill_mappings(spill: Path) -> list[tuple[int, int]]:
-    """Address ranges of this process mapped from unlinked files in the spill folder."""
-    ranges = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            if str(spill) in line and line.rstrip().endswith("(deleted)"):
-                lo, hi = line.split()[0].split("-")
-                ranges.append((int(lo, 16), int(hi, 16)))
-    return ranges
+def _open_spill_files(spill: Path) -> list[int]:
+    """File descriptors of this process open on unlinked files in the spill folder."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(spill)) and target.endswith("(deleted)"):
+            fds.append(int(fd))
+    return fds
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
 def test_two_runs_spilling_the_same_dataset_do_not_share_a_file(image_folder: Path, tl_env) -> None:
     src = resolve_data(str(image_folder))
     in_ram = src.decode(24)
     first = src.decode(24, memory_budget=1)
     second = src.decode(24, memory_budget=1)
-    second.train.images.zero_()  # what a second run truncating a shared file did to the first
-    assert torch.equal(first.train.images, in_ram.train.images)
-    # Private files, unlinked once mapped: nothing is left on disk, even if the process dies.
+    n = len(second.train)
+    second.train.images[0:n] = torch.zeros((n, 3, 24, 24), dtype=torch.uint8)  # what a shared file would suffer
+    assert torch.equal(first.train.images[:], in_ram.train.images)
+    # Private files, unlinked once created: nothing is left on disk, even if the process dies.
     spill = tl_env.cache / "spill"
     assert list(spill.iterdir()) == []
-    assert len(_deleted_spill_mappings(spill)) >= 4
+    assert len(_open_spill_files(spill)) >= 4
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
 def test_an_unreadable_file_does_not_copy_a_spilled_split_into_ram(image_folder: Path, tl_env) -> None:
     (image_folder / "cat" / "broken.jpg").write_bytes(b"not an image at all")
     src = resolve_data(str(image_folder), val_fraction=0.2)
     in_ram = src.decode(24)
     spilled = src.decode(24, memory_budget=1)
-    assert torch.equal(spilled.train.images, in_ram.train.images)
+    assert isinstance(spilled.train.images, SpilledImages), "the split was copied out of its spill file"
+    assert spilled.train.index is not None and len(spilled.train) == len(in_ram.train)
+    assert torch.equal(spilled.train.images[:], in_ram.train.images)
     assert torch.equal(spilled.train.labels, in_ram.train.labels)
-    ptr = spilled.train.images.data_ptr()
-    ranges = _deleted_spill_mappings(tl_env.cache / "spill")
-    assert any(lo <= ptr < hi for lo, hi in ranges), "the split was copied out of its memory-mapped file"
+    assert spilled.train.images._file.fd in _open_spill_files(tl_env.cache / "spill")
 
 
 # ---- 7. the step schedule -----------------------------------------------------------------------

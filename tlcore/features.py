@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -92,7 +92,6 @@ def save_cached(key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         raise
 
 
-@torch.inference_mode()
 def extract_features(
     model: nn.Module,
     spec: BackboneSpec,
@@ -102,19 +101,45 @@ def extract_features(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Run the frozen model over uint8 images and return the head's inputs (float32, CPU)."""
+    batches = ((idx, images[idx]) for idx in index_batches(len(images), batch_size, shuffle=False))
+    return extract_batches(model, spec, batches, len(images), make_batch, -(-len(images) // batch_size), on_batch)[0]
+
+
+@torch.inference_mode()
+def extract_batches(
+    model: nn.Module,
+    spec: BackboneSpec,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    make_batch: BatchMaker,
+    num_batches: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's inputs (float32, CPU) for rows 0..n-1 from (positions, uint8 images) batches.
+
+    Returns the (n, ...) features and a bool mask of the rows some batch gave (the others,
+    unreadable files, are zeros). Only the features are kept, never the decoded images.
+    """
     captured: list[torch.Tensor] = []
     head = get_module(model, spec.head)
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float().cpu()))
     was_training = model.training
     model.eval()
+    out, seen = None, torch.zeros(n, dtype=torch.bool)
     try:
-        batches = list(index_batches(len(images), batch_size, shuffle=False))
-        for b, idx in enumerate(batches):
+        for b, (positions, images) in enumerate(batches):
             with autocast(make_batch.device):
-                model(make_batch(images[idx]))
+                model(make_batch(images))
+            x = captured.pop()
+            if out is None:
+                out = x.new_zeros((n, *x.shape[1:]))
+            out[positions] = x
+            seen[positions] = True
             if on_batch:
-                on_batch(b, len(batches))
+                on_batch(b, num_batches)
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(captured)
+    if out is None:  # no readable row (or none at all): the width is unknown and unused
+        out = torch.zeros((n, 0))
+    return out, seen

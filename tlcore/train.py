@@ -7,6 +7,7 @@ fix become `TrainingError` with a message that says how.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
@@ -21,11 +22,12 @@ from torch import nn
 from tlcore import backbones, distributed, features
 from tlcore.batches import BatchMaker, index_batches, training_batches
 from tlcore.config import TrainConfig
-from tlcore.data import DataSource, resolve_data
+from tlcore.data import DataError, DataSource, resolve_data
 from tlcore.device import amp_dtype, autocast, configure_threads, memory_format, pick_device, tune_allocator
 from tlcore.events import Emit
 from tlcore.rng import bind_generator, device_generator
 from tlcore.strategies import apply_train_mode, make_strategy
+from tlcore.stream import decoded_batches, prefetch
 
 # A training step holds roughly this many times its input batch in activations and gradients;
 # used only to refuse batches that clearly cannot fit in memory.
@@ -33,6 +35,8 @@ ACTIVATION_FACTOR = 40
 # Frozen-backbone forward batch for the feature cache: per-image time is flat from 4 to 16 on
 # CPU and worse at 32; 16 keeps GPU batches reasonable too.
 FEATURE_BATCH = 16
+# Training and validation batches gathered ahead of the model, in a thread (stream.prefetch).
+PREFETCH = 2
 
 
 class TrainingError(RuntimeError):
@@ -160,6 +164,23 @@ class DivergenceGuard:
             )
 
 
+def _gathered(inputs, batches: list):
+    """Each batch (an index tensor, or a tuple starting with one) with `inputs[idx]` appended,
+    gathered PREFETCH batches ahead in a thread while the model computes.
+
+    A spilled split's rows are read from disk here; a split in memory is copied. The order and
+    the rows are the same as without prefetch; augmentation, which draws from the run's
+    generator, stays in the caller's thread. Inputs already on a GPU are indexed in place.
+    """
+    def items():
+        for batch in batches:
+            parts = batch if isinstance(batch, tuple) else (batch,)
+            yield (*parts, inputs[parts[0]])
+
+    on_cpu = not (isinstance(inputs, torch.Tensor) and inputs.device.type != "cpu")
+    return contextlib.closing(prefetch(items(), PREFETCH if on_cpu else 0))
+
+
 def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int) -> dict:
     """One pass over the training split; `forward(batch_inputs, augment)` gives logits."""
     total_loss, correct, seen = 0.0, 0, 0
@@ -167,27 +188,28 @@ def train_one_epoch(run: _Run, forward, inputs, labels, opt, scaler, epoch: int)
     # torchrun each rank trains its slice of every batch (never a slice of one either).
     world = run.world
     batches = world.shard_batches(training_batches(len(labels), run.cfg.batch_size, run.generator))
-    for b, (idx, batch_n) in enumerate(batches):
-        run.check_stop()
-        y = labels[idx].to(run.device, non_blocking=True)
-        with autocast(run.device):
-            logits = forward(inputs[idx], True)
-            loss = world.loss(F.cross_entropy, logits.float(), y, batch_n)
-        batch_loss, batch_correct = world.batch_stats(loss, logits, y)  # the whole batch's, on every rank
-        run.guard.check(batch_loss, epoch, b, opt.param_groups[-1]["lr"])
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        total_loss += batch_loss * batch_n
-        correct += batch_correct
-        seen += batch_n
-        run.emit("batch", {"phase": "train", "epoch": epoch + 1, "epochs": run.cfg.epochs,
-                           "batch": b + 1, "batches": len(batches), "loss": batch_loss})
+    with _gathered(inputs, batches) as gathered:
+        for b, (idx, batch_n, x) in enumerate(gathered):
+            run.check_stop()
+            y = labels[idx].to(run.device, non_blocking=True)
+            with autocast(run.device):
+                logits = forward(x, True)
+                loss = world.loss(F.cross_entropy, logits.float(), y, batch_n)
+            batch_loss, batch_correct = world.batch_stats(loss, logits, y)  # the whole batch's, on every rank
+            run.guard.check(batch_loss, epoch, b, opt.param_groups[-1]["lr"])
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            total_loss += batch_loss * batch_n
+            correct += batch_correct
+            seen += batch_n
+            run.emit("batch", {"phase": "train", "epoch": epoch + 1, "epochs": run.cfg.epochs,
+                               "batch": b + 1, "batches": len(batches), "loss": batch_loss})
     return {"train_loss": total_loss / seen, "train_acc": correct / seen}
 
 
@@ -204,21 +226,22 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int, probs: list | None 
     # (Lite0, 1 thread: 19 ms/image at 4-16, 24 ms at 32) and would raise peak memory.
     rows = run.world.rows(len(labels))
     batches = [rows[i] for i in index_batches(len(rows), run.cfg.batch_size, shuffle=False)]
-    for b, idx in enumerate(batches):
-        run.check_stop()
-        y = labels[idx].to(run.device, non_blocking=True)
-        with autocast(run.device):
-            logits = forward(inputs[idx], False).float()
-        if probs is not None:
-            probs.append(logits.softmax(1).cpu())
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        top5 = logits.shape[1] > 5
-        if top5:
-            correct5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
-        seen += len(idx)
-        run.emit("batch", {"phase": "val", "epoch": epoch + 1, "epochs": run.cfg.epochs,
-                           "batch": b + 1, "batches": len(batches)})
+    with _gathered(inputs, batches) as gathered:
+        for b, (idx, x) in enumerate(gathered):
+            run.check_stop()
+            y = labels[idx].to(run.device, non_blocking=True)
+            with autocast(run.device):
+                logits = forward(x, False).float()
+            if probs is not None:
+                probs.append(logits.softmax(1).cpu())
+            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            top5 = logits.shape[1] > 5
+            if top5:
+                correct5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
+            seen += len(idx)
+            run.emit("batch", {"phase": "val", "epoch": epoch + 1, "epochs": run.cfg.epochs,
+                               "batch": b + 1, "batches": len(batches)})
     if run.world.size > 1:
         total_loss, correct, correct5, seen = run.world.sum(total_loss, correct, correct5, seen)
         if probs is not None:
@@ -232,8 +255,9 @@ def evaluate(run: _Run, forward, inputs, labels, epoch: int, probs: list | None 
 # ---- the whole run ------------------------------------------------------------------------
 
 
-def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make_batch: BatchMaker):
-    """Cached head inputs for both splits: from disk, or computed once and stored."""
+def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make_batch: BatchMaker, data=None):
+    """Cached head inputs for both splits: from disk, or computed once (from `data` when the run
+    has decoded it already) and stored."""
     precision = f"{run.device.type}-{amp_dtype(run.device) or 'float32'}".replace("torch.", "")
     key = features.feature_key(run.spec, source.fingerprint, resize, crop,
                                features.backbone_digest(model, run.spec), precision)
@@ -245,22 +269,65 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
         run.emit("log", {"message": "feature cache hit: the backbone is skipped entirely"})
         return tensors, meta["skipped"], meta.get("val_index")
     run.emit("log", {"message": "backbone frozen and no augmentation: computing features once and caching them"})
-    data = _decode(run, source, resize)
-    out = {}
+    arrays = bool(source.train_items) and hasattr(source.train_items[0], "shape")  # built-in, small
+    if data is None and arrays:
+        data = _decode(run, source, resize)
+    out, t0 = {}, time.perf_counter()
+    skipped, val_index = (data.skipped, data.val.index) if data is not None else (list(source.skipped), None)
     for split in ("train", "val"):
         def progress(b, n, split=split):
             run.check_stop()
             run.emit("batch", {"phase": f"features ({split})", "epoch": 0, "epochs": run.cfg.epochs,
                                "batch": b + 1, "batches": n})
-        images = getattr(data, split).images
-        # Under torchrun each rank computes its own rows once; every rank gets them all.
-        mine = features.extract_features(model, run.spec, run.world.my_rows(images), make_batch,
-                                         FEATURE_BATCH, progress)
-        out[f"{split}_x"] = run.world.gather_rows(mine, len(images))
-        out[f"{split}_y"] = getattr(data, split).labels
+        x, y, lost = _split_features(run, model, source, data, split, resize, make_batch, progress)
+        out[f"{split}_x"], out[f"{split}_y"] = x, y
+        if lost is not None:  # streamed: files found unreadable on the way are dropped here
+            skipped += lost[1]
+            if split == "val" and len(lost[0]) < len(source.val_items):
+                val_index = lost[0]
+        if len(y) == 0:
+            raise DataError(f"{source.name}: no readable images left in the {split} split")
+    if data is None:
+        n = len(out["train_y"]) + len(out["val_y"])
+        run.emit("log", {"message": f"decoded {n} images and computed their features in {time.perf_counter() - t0:.1f} s, "
+                                    "a few batches at a time (never all decoded at once)"})
+        if len(skipped) > len(source.skipped):
+            run.emit("log", {"message": f"skipped {len(skipped)} unreadable files, e.g. {skipped[-1][1]}"})
     if run.world.is_main:
-        features.save_cached(key, out, {"skipped": data.skipped, "val_index": data.val.index})
-    return out, data.skipped, data.val.index
+        features.save_cached(key, out, {"skipped": skipped, "val_index": val_index})
+    return out, skipped, val_index
+
+
+def _split_features(run: _Run, model, source: DataSource, data, split: str, resize: int, make_batch, progress):
+    """(features, labels, None) of one split from decoded `data`; without it, streamed from the
+    files: (features, labels, (kept item positions, [(name, reason)] of the unreadable ones)).
+
+    Under torchrun each rank computes its own rows once and every rank gets them all.
+    """
+    if data is not None:
+        part = getattr(data, split)
+        n, labels, items = len(part), part.labels, None
+        rows = run.world.rows(n)
+        batches = ((pos, part.images[rows[pos]]) for pos in index_batches(len(rows), FEATURE_BATCH, shuffle=False))
+    else:
+        items = getattr(source, f"{split}_items")
+        n, labels = len(items), torch.tensor(getattr(source, f"{split}_labels"), dtype=torch.long)
+        rows, errors = run.world.rows(n), []
+        # Decoded a few batches ahead of the model in threads: memory stays flat at any dataset size.
+        batches = decoded_batches([items[i] for i in rows.tolist()], resize, FEATURE_BATCH, errors)
+    mine, seen = features.extract_batches(model, run.spec, batches, len(rows), make_batch,
+                                          -(-len(rows) // FEATURE_BATCH), progress)
+    x = run.world.gather_rows(mine, n)
+    if items is None:
+        return x, labels, None
+    ok = run.world.gather_rows(seen.to(torch.uint8), n).bool()
+    keep = ok.nonzero().flatten()
+    reasons = {int(rows[pos]): reason for pos, reason in errors}
+    lost = [(Path(items[i]).name, reasons.get(i, f"{Path(items[i]).name}: unreadable (found by another process)"))
+            for i in (~ok).nonzero().flatten().tolist()]
+    if len(keep) == n:
+        return x, labels, (list(range(n)), lost)
+    return x[keep], labels[keep], (keep.tolist(), lost)
 
 
 def _decode(run: _Run, source: DataSource, resize: int):
@@ -319,44 +386,51 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
     sched = _scheduler(cfg, opt)
     model.to(device, memory_format=memory_format(device))
     make_batch = BatchMaker(crop, spec.mean, spec.std, device, memory_format(device))
-    use_cache = (cfg.feature_cache and cfg.augment == "none"
-                 and all(strategy.backbone_frozen(e) for e in range(cfg.epochs)))
+    # The head trains alone on cached backbone outputs in every epoch whose backbone is frozen (all
+    # of feature extraction's, gradual's head epochs) when the inputs are deterministic; with the
+    # frozen groups in eval mode (apply_train_mode) the full forward would compute the same.
+    use_cache = cfg.feature_cache and cfg.augment == "none" and strategy.backbone_frozen(0)
+    head_only = use_cache and all(strategy.backbone_frozen(e) for e in range(cfg.epochs))
     if cfg.augment != "none" and strategy.backbone_frozen(0):
         emit("log", {"message": "augmentation is on: no feature cache, the full backbone runs every epoch"})
     trainable = backbones.count_params(model, trainable_only=True)
     emit("started", {"device": str(device), "class_names": source.class_names,
                      "num_train": len(source.train_items), "num_val": len(source.val_items),
                      "trainable_params": trainable, "total_params": backbones.count_params(model),
-                     "path": "feature cache" if use_cache else "full forward",
+                     "path": ("feature cache" if head_only else "feature cache, then full forward" if use_cache
+                              else "full forward"),
                      "amp": str(amp_dtype(device)).replace("torch.", "") if amp_dtype(device) else "fp32"})
 
     head = backbones.get_module(model, spec.head)
-    # What the training step calls: the model (the head alone with the cache), DDP-wrapped each
+    # What the training step calls: the model (the head alone on cached features), DDP-wrapped each
     # epoch under torchrun (distributed.World.wrap); evaluation always calls the bare module.
     train_net = head if use_cache else model
-    try:
-        if use_cache:
-            tensors, skipped, val_index = _features(run, model, source, resize, crop, make_batch)
-            train_x, train_y, val_x, val_y = (tensors[k] for k in ("train_x", "train_y", "val_x", "val_y"))
-            train_x, val_x = train_x.to(device), val_x.to(device)
+    augment = cfg.augment != "none"
+    # Under torchrun, augmentation draws from a generator of the rank's own, so that
+    # run.generator, which orders every epoch's batches, stays the same on all ranks.
+    augment_generator = (run.generator if world.size == 1
+                         else torch.Generator().manual_seed(cfg.seed + 7919 * (world.rank + 1)))
 
-            def forward(x, train_mode):
-                return (train_net if train_mode else head)(x).flatten(1)
-        else:
-            data = _decode(run, source, resize)
+    def head_forward(x, train_mode):
+        return (train_net if train_mode else head)(x).flatten(1)
+
+    def full_forward(x, train_mode):
+        batch = make_batch(x, augment=augment and train_mode, generator=augment_generator)
+        return (train_net if train_mode else model)(batch)
+
+    try:
+        # Decoded images feed the epochs whose backbone trains; on a cache miss they feed the
+        # feature extraction too (decoded once).
+        data = None if head_only else _decode(run, source, resize)
+        if use_cache:
+            tensors, skipped, val_index = _features(run, model, source, resize, crop, make_batch, data)
+            cached_splits = (tensors["train_x"].to(device), tensors["train_y"],
+                             tensors["val_x"].to(device), tensors["val_y"])
+        if data is not None:
             skipped, val_index = data.skipped, data.val.index
-            train_x, train_y, val_x, val_y = data.train.images, data.train.labels, data.val.images, data.val.labels
             # Batches are pinned one at a time on CUDA (BatchMaker): pinning the whole split
             # doubled its memory and did nothing, as indexing it returned pageable copies.
-            augment = cfg.augment != "none"
-            # Under torchrun, augmentation draws from a generator of the rank's own, so that
-            # run.generator, which orders every epoch's batches, stays the same on all ranks.
-            augment_generator = (run.generator if world.size == 1
-                                 else torch.Generator().manual_seed(cfg.seed + 7919 * (world.rank + 1)))
-
-            def forward(x, train_mode):
-                batch = make_batch(x, augment=augment and train_mode, generator=augment_generator)
-                return (train_net if train_mode else model)(batch)
+            image_splits = (data.train.images, data.train.labels, data.val.images, data.val.labels)
     except _StopNow:
         raise Cancelled(TrainResult({"epochs": 0, "seconds": time.perf_counter() - t_start}, None)) from None
 
@@ -384,10 +458,16 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             msg = strategy.on_epoch_start(epoch, groups)
             if msg:
                 emit("log", {"message": msg})
+            cached = use_cache and strategy.backbone_frozen(epoch)
+            if use_cache and not cached and strategy.backbone_frozen(epoch - 1):
+                emit("log", {"message": f"epoch {epoch + 1}: the backbone trains from here: full forward "
+                                        "over the decoded images, the head keeps its trained weights"})
             apply_train_mode(model, groups)
-            if use_cache:
+            if cached:
                 head.train()
-            train_net = world.wrap(head if use_cache else model)
+            train_net = world.wrap(head if cached else model)
+            (train_x, train_y, val_x, val_y), forward = ((cached_splits, head_forward) if cached
+                                                         else (image_splits, full_forward))
             row = train_one_epoch(run, forward, train_x, train_y, opt, scaler, epoch)
             world.end_epoch(model, epoch)
             model.eval()
@@ -398,13 +478,13 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
             history.append(row)
             if row["val_acc"] > best_acc:
                 best_acc, best_epoch = row["val_acc"], epoch + 1
-                best_state = copy.deepcopy((head if use_cache else model).state_dict())
+                best_state = copy.deepcopy((head if head_only else model).state_dict())
                 best_probs = torch.cat(probs)
             emit("epoch", row)
             if sched is not None:
                 sched.step()
     except _StopNow:
-        raise Cancelled(TrainResult(summary(), _full_state(model, head, best_state, use_cache),
+        raise Cancelled(TrainResult(summary(), _full_state(model, head, best_state, head_only),
                                     val_results())) from None
     except torch.OutOfMemoryError:
         raise TrainingError(f"out of GPU memory at batch size {cfg.batch_size}, {crop} px: "
@@ -416,7 +496,7 @@ def train(cfg: TrainConfig, emit: Emit, stop: threading.Event | None = None) -> 
         if world.lost_peer(exc):
             raise TrainingError(world.failure(exc)) from exc
         raise
-    result = TrainResult(summary(), _full_state(model, head, best_state, use_cache), val_results())
+    result = TrainResult(summary(), _full_state(model, head, best_state, head_only), val_results())
     if math.isnan(result.summary["best_val_acc"] or 0.0):
         raise TrainingError("validation accuracy is NaN: check the data")
     return result

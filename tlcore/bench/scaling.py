@@ -159,12 +159,16 @@ def folder_bytes(folder: Path) -> int:
 # ---- the child ----------------------------------------------------------------------------
 
 
-def child(kind: str, data: str, batches: int, image_size: int | None) -> dict:
+def child(kind: str, data: str, batches: int, image_size: int | None, prefetch: int | None = None) -> dict:
     """One run in this process; returns its phase timings (printed as the last line)."""
     import threading as th
 
+    from tlcore import train as tltrain
     from tlcore.config import TrainConfig
     from tlcore.train import Cancelled, train
+
+    if prefetch is not None:
+        tltrain.PREFETCH = prefetch
 
     stamps: dict[str, float] = {}
     train_batches: list[float] = []
@@ -192,7 +196,7 @@ def child(kind: str, data: str, batches: int, image_size: int | None) -> dict:
         summary = result.summary
     except Cancelled as exc:
         summary = exc.result.summary
-    out = {"kind": kind, "run_seconds": time.perf_counter() - t0, **stamps,
+    out = {"kind": kind, "prefetch": tltrain.PREFETCH, "run_seconds": time.perf_counter() - t0, **stamps,
            "best_val_acc": summary.get("best_val_acc"), "skipped": summary.get("skipped")}
     if kind == "finetune" and len(train_batches) > 3:
         # The first batches pay for warm-up (allocator, first touch); the rest is the steady rate.
@@ -205,7 +209,8 @@ def child(kind: str, data: str, batches: int, image_size: int | None) -> dict:
 # ---- the benchmark ------------------------------------------------------------------------
 
 
-def measure(folders: dict[int, Path], kind: str, batches: int, image_size: int | None, work: Path) -> list[dict]:
+def measure(folders: dict[int, Path], kind: str, batches: int, image_size: int | None, work: Path,
+            prefetch: int | None = None) -> list[dict]:
     rows = []
     for n, folder in sorted(folders.items()):
         cache = work / f"cache-{kind}-{n}"
@@ -213,8 +218,10 @@ def measure(folders: dict[int, Path], kind: str, batches: int, image_size: int |
         args = ["--child", kind, "--data", str(folder), "--batches", str(batches)]
         if image_size:
             args += ["--image-size", str(image_size)]
+        if prefetch is not None:
+            args += ["--prefetch", str(prefetch)]
         print(f"{kind} on {n} images ...", file=sys.stderr, flush=True)
-        row = run_child(args, env, cache / "spill", work / f"{kind}-{n}.log")
+        row = run_child(args, env, cache / "spill", work / f"{kind}-{n}-{prefetch}.log")
         left = [p.name for p in (cache / "spill").iterdir()] if (cache / "spill").is_dir() else []
         row |= {"n": n, "features_bytes": folder_bytes(cache / "features"), "spill_left": left}
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -241,12 +248,12 @@ def render(rows: list[dict]) -> str:
     tune = [r for r in rows if r["kind"] == "finetune"]
     if tune:
         base = tune[0].get("train_images_per_s")
-        lines += ["", "| images | first training batch at (s) | training images/s | vs smallest | peak RSS | "
-                  "spill disk (peak) | spill files left | others' load |", "|---:|---:|---:|---:|---:|---:|---|---:|"]
+        lines += ["", "| images | prefetch | first training batch at (s) | training images/s | vs smallest | peak RSS | "
+                  "spill disk (peak) | spill files left | others' load |", "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for r in tune:
             rate = r.get("train_images_per_s")
             shown = f"{rate:.1f} | {rate / base:.2f}x" if rate and base else "- | -"
-            lines.append(f"| {r['n']:,} | {r.get('first_train_batch', 0):.0f} | {shown} | "
+            lines.append(f"| {r['n']:,} | {r['prefetch']} | {r.get('first_train_batch', 0):.0f} | {shown} | "
                          f"{r['peak_rss'] / GB:.2f} GB | {r['spill_peak'] / 2**20:.0f} MB | "
                          f"{len(r['spill_left']) or 'none'} | {(r['others'] or 0):.0%} |")
     return "\n".join(lines)
@@ -261,12 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune", action="store_true", help="also time fine-tuning batches on each size")
     p.add_argument("--batches", type=int, default=40, help="fine-tuning batches to run before stopping (default 40)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's, 224)")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help="training batches gathered ahead (default: tlcore.train.PREFETCH; 0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write every measured row to this file")
     p.add_argument("--child", choices=("features", "finetune"), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.batches, args.image_size)), flush=True)
+        print(json.dumps(child(args.child, args.data, args.batches, args.image_size, args.prefetch)), flush=True)
         return 0
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",")})
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_features:
             rows += measure(folders, "features", args.batches, args.image_size, Path(tmp))
         if args.finetune:
-            rows += measure(folders, "finetune", args.batches, args.image_size, Path(tmp))
+            rows += measure(folders, "finetune", args.batches, args.image_size, Path(tmp), args.prefetch)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(render(rows))
