@@ -251,7 +251,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     if csv is not None and csv.is_file():
         with gzip.open(csv, "rt") as f:
             data = np.loadtxt(f, delimiter=",")
-        return data[:, :-1].reshape(-1, 8, 8).transpose(0, 2, 1), data[:, -1].astype(int)
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
