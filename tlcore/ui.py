@@ -20,6 +20,7 @@ from tlcore.config import TrainConfig
 from tlcore.data import check_data_spec
 from tlcore.form import public_message
 from tlcore.images import ImageError, open_image
+from tlcore.memo import per_record_list
 from tlcore.predict import Prediction, get_predictor
 from tlcore.runs import ACTIVE, RunRecord, RunStore
 from tlcore.uploads import recent_uploads, save_upload, uploads_dir
@@ -129,10 +130,15 @@ def runs_to_show(records: Sequence[RunRecord], active: Sequence[str], limit: int
     return running + queued + (rest if show_all else rest[:limit])
 
 
+def _same_label(old: RunRecord, new: RunRecord) -> bool:
+    """A label reads a run's id, settings and name only: a running run reread with new epochs keeps it."""
+    return old.run_id == new.run_id and old.name == new.name and old.config == new.config
+
+
+@per_record_list(same=_same_label)
 def run_labels(records) -> dict[str, str]:
     """{run id: label} for a set of runs (pass all runs of the folder: then a run's label is
-    the same on every page); see `charts.run_names`."""
-    records = list(records)
+    the same on every page); see `charts.run_names`. Computed once per run list (memo.py)."""
     return dict(zip((r.run_id for r in records), run_names(records), strict=True))
 
 
