@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tlcore import backbones
 from tlcore import data as tldata
@@ -19,6 +20,7 @@ from tlcore import train as tltrain
 from tlcore.batches import BatchMaker
 from tlcore.bench import scaling
 from tlcore.data import resolve_data
+from tlcore.runs import RunStore
 from tlcore.spill import SpilledImages
 from tlcore.stream import decoded_batches, ordered_map, prefetch
 
@@ -217,3 +219,27 @@ def test_scaling_folders_are_made_once_with_class_dependent_content(tmp_path: Pa
     mtime = small.stat().st_mtime_ns
     scaling.make_folders(tmp_path, sizes=(7, 12))
     assert small.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_two_processes_stream_the_same_features_as_one(image_folder: Path, tmp_path: Path) -> None:
+    """Under torchrun each rank decodes and extracts its own files; unreadable ones are dropped once."""
+    from test_distributed import _result, _tlcore
+
+    for name in ("cat", "rocket"):
+        (image_folder / name / "zz_broken.jpg").write_bytes(b"not an image")
+    args = ("--data", str(image_folder), "--backbone", "simple_cnn", "--strategy", "feature_extraction",
+            "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3")
+    one = _tlcore(1, tmp_path / "one", *args, env={"TLCORE_CACHE": str(tmp_path / "c1")})
+    two = _tlcore(2, tmp_path / "two", *args, env={"TLCORE_CACHE": str(tmp_path / "c2")})
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = _result(one), _result(two)
+    assert r1["skipped"] == r2["skipped"] == 2
+    t1, t2 = (load_file(next((tmp_path / c / "features").glob("*.safetensors"))) for c in ("c1", "c2"))
+    for k in ("train_x", "val_x"):
+        assert torch.allclose(t1[k], t2[k], atol=1e-5), k
+    for k in ("train_y", "val_y"):
+        assert torch.equal(t1[k], t2[k]), k
+    v1 = RunStore(tmp_path / "one").load_val_results(r1["run_id"])
+    v2 = RunStore(tmp_path / "two").load_val_results(r2["run_id"])
+    assert v1["items"] == v2["items"] and not any("zz_broken" in item for item in v1["items"])
