@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tlcore.backbones import get_backbone, list_backbones
 from tlcore.config import TrainConfig
+from tlcore.experiment_index import files_for
 from tlcore.runs import ACTIVE, FINAL, RunNotFound, RunStore, read_json, validate_run_id, write_json
 from tlcore.strategies import STRATEGIES
 
@@ -125,33 +126,36 @@ class ExperimentStore:
         return self._with_states(record)
 
     def list(self) -> list[dict]:
-        """Every readable experiment, newest first."""
-        if not self.folder.is_dir():
+        """Every readable experiment, newest first: only files changed since the last listing in
+        this process are read (experiment_index.py), and the runs' states come from the run index."""
+        records = files_for(self.folder).records()
+        if not records:
             return []
-        records = []
-        for path in self.folder.glob("exp-*.json"):
+        runs = {r.run_id: r for r in self.runs.list()}
+        listed = []
+        for record in records:
             try:
-                records.append(self.load(path.stem))
-            except (ValueError, OSError, LookupError):
+                listed.append(self._with_states(record, runs.get))
+            except (ValueError, LookupError, TypeError):
                 continue  # a damaged record never hides the others
-        return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
+        return sorted(listed, key=lambda r: r.get("created", 0), reverse=True)
 
-    def _with_states(self, record: dict) -> dict:
+    def _with_states(self, record: dict, find=None) -> dict:
+        """`find(run_id)`: the run's RunRecord or None (default: read it from its folder)."""
+        find = find or self._load_run
         states = {}
         for run in record["runs"]:
-            try:
-                states[run["run_id"]] = self.runs.load(run["run_id"]).state
-            except (LookupError, ValueError, OSError):
-                states[run["run_id"]] = "missing"
+            found = find(run["run_id"])
+            states[run["run_id"]] = found.state if found is not None else "missing"
         record = {**record, "states": states, "status": experiment_status(record, states)}
         if record["status"] not in ACTIVE and not record.get("finished"):
-            ended = [self._ended(rid) for rid in states]
+            ended = [found.status.get("ended") for rid in states if (found := find(rid)) is not None]
             record["finished"] = max((t for t in ended if t), default=None)
         return record
 
-    def _ended(self, run_id: str) -> float | None:
+    def _load_run(self, run_id: str):
         try:
-            return self.runs.load(run_id).status.get("ended")
+            return self.runs.load(run_id)
         except (LookupError, ValueError, OSError):
             return None
 
