@@ -101,6 +101,7 @@ def test_a_rank_that_dies_fails_the_launched_run_with_its_output(manager: JobMan
     record = manager.store.load(run_id)
     assert record.state == "failed", record.status
     assert "torchrun's output ends:" in record.status["message"], record.status["message"]
+    assert "rank 1 exited with 3" in record.status["message"], record.status["message"]
     assert len(record.metrics) == 1
     assert _processes_of(run_id) == []
 
@@ -197,3 +198,38 @@ def test_sync_batchnorm_converts_every_bn_and_frozen_ones_stay_frozen_in_eval() 
     model.eval()
     with torch.no_grad():  # in eval mode SyncBatchNorm never communicates: CPU is fine
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_tail_keeps_what_the_ranks_said_and_their_exit_codes_not_torchruns_report(tmp_path: Path) -> None:
+    # torchrun's output when both ranks failed to start (trimmed: its traceback has more frames).
+    (tmp_path / "log").write_text(textwrap.dedent("""\
+        $ python -m torch.distributed.run --standalone --nproc_per_node=2 -m tlcore train
+        *****************************************
+        Setting OMP_NUM_THREADS environment variable for each process to be 1 in default
+        *****************************************
+        /usr/bin/python: No module named tlcore
+        /usr/bin/python: No module named tlcore
+        E1127 10:44:28.190000 29544 api.py:1002] failed (exitcode: 1) local_rank: 0 (pid: 29756) of binary: python
+        Traceback (most recent call last):
+          File "torch/distributed/launcher/api.py", line 386, in launch_agent
+            raise ChildFailedError(
+        torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+        ============================================================
+        tlcore FAILED
+        ------------------------------------------------------------
+        Failures:
+        [1]:
+          time      : 2026-11-27_10:44:28
+          rank      : 1 (local_rank: 1)
+          exitcode  : -9 (pid: 29759)
+          traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+        ------------------------------------------------------------
+        Root Cause (first observed failure):
+        [0]:
+          rank      : 0 (local_rank: 0)
+          exitcode  : 1 (pid: 29756)
+        ============================================================
+        """))
+    assert launch.tail(tmp_path / "log") == ("/usr/bin/python: No module named tlcore | "
+                                              "torchrun: rank 0 exited with 1, rank 1 exited with -9")
+    assert launch.tail(tmp_path / "missing") == ""

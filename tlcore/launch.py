@@ -12,6 +12,7 @@ could not (killed, crashed, never started): a run never stays "running" after it
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,10 @@ LOG = "torchrun.log"  # torchrun's and the ranks' output, in the run folder
 CANCEL_GRACE_S = 30.0  # after SIGINT: rank 0 stops between batches and records the run; then SIGKILL
 _POLL_S, _SCAN_S = 0.2, 1.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # so `-m tlcore` imports this tlcore
+# Never the reason a run failed: the command line this module writes first, torchrun's banner and
+# warnings, rank 0's progress lines (its own message is the run's already), traceback frames.
+_NOISE = re.compile(r"^(\$ |\*+$|Setting OMP_NUM_THREADS|W\d{4} |\S*warnings.warn|run \S+ (queued|failed|finished|"
+                    r"cancelled)|started: |epoch \d+/\d+ |Traceback \(most recent|File \"|\^+$)")
 
 
 def check(cfg: TrainConfig, processes: int) -> None:
@@ -133,16 +138,30 @@ def record_end(store: RunStore, run_id: str, returncode: int, stopped: bool, fai
 
 
 def tail(path: Path, lines: int = 6, max_chars: int = 1500) -> str:
-    """The last non-blank lines of a log, joined by ' | ' (one line), or '' when there is none."""
+    """What a launched run's output says went wrong, on one line ('' when there is no output).
+
+    torchrun ends a failure with its own report (a traceback of the launcher and a table of the
+    ranks that failed), which names no cause: the last lines the ranks printed before it are kept,
+    then each failed rank's exit code from the table.
+    """
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
+            f.seek(max(0, f.tell() - 32768))
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(kept)[-max_chars:]
+    report = min((i for i in (text.find("failed (exitcode"), text.find("ChildFailedError")) if i >= 0), default=len(text))
+    report = text.rfind("\n", 0, report) + 1  # from the start of that line
+    kept: list[str] = []
+    for line in text[:report].splitlines():
+        line = line.strip()
+        if line and not _NOISE.match(line) and line not in kept:
+            kept.append(line)
+    codes = dict(re.findall(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)", text[report:]))
+    if codes:
+        kept.append("torchrun: " + ", ".join(f"rank {r} exited with {c}" for r, c in sorted(codes.items())))
+    return " | ".join(kept[-lines:])[-max_chars:]
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
