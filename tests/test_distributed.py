@@ -77,14 +77,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
 def test_two_process_gradual_unfreezes_on_both_ranks(tmp_path: Path) -> None:
     """After the head epoch every group trains on both ranks, re-wrapped by DDP, and the ranks stay equal.
 
-    Without the re-wrap the backbone's gradients are not reduced, the ranks' weights drift apart
-    and World.end_epoch fails the run.
+    The head epoch trains the DDP-wrapped head on cached features, the next one the re-wrapped
+    whole model. Without the re-wrap the backbone's gradients are not reduced, the ranks' weights
+    drift apart and World.end_epoch fails the run.
     """
     proc = _tlcore(2, tmp_path, "--backbone", "simple_cnn", "--strategy", "gradual", "--epochs", "2",
                    "--head-epochs", "1", "--batch-size", "8", "--lr", "1e-3")
     result = _result(proc)
     assert proc.returncode == 0 and result["status"] == "finished", (result, proc.stderr[-3000:])
     assert "epoch 2: unfroze all" in proc.stderr
+    assert "(feature cache, then full forward)" in proc.stderr and "epoch 2: the backbone trains" in proc.stderr
     assert result["epochs"] == 2
 
 

@@ -147,7 +147,8 @@ def test_each_strategy_trains_lite0(run_training, strategy: str, extra: dict) ->
     }
     key = "mlp_head" if extra.get("head") == "mlp" else strategy
     assert started["trainable_params"] == expected_trainable.get(key, total)
-    assert started["path"] == ("feature cache" if strategy == "feature_extraction" else "full forward")
+    paths = {"feature_extraction": "feature cache", "gradual": "feature cache, then full forward"}
+    assert started["path"] == paths.get(strategy, "full forward")
     if strategy == "gradual":
         assert "epoch 2: unfroze all" in _logs(events)
 
@@ -216,8 +217,14 @@ def test_augmentation_turns_the_feature_cache_off(run_training) -> None:
 # ---- best weights, schedules, optimizers --------------------------------------------------
 
 
-@pytest.mark.parametrize("feature_cache", [True, False], ids=["feature_cache", "full_forward"])
-def test_best_epoch_weights_are_kept(run_training, tiny_config, monkeypatch, feature_cache: bool) -> None:
+@pytest.mark.parametrize(("strategy", "feature_cache", "path"), [
+    ("feature_extraction", True, "feature cache"),
+    ("feature_extraction", False, "full forward"),
+    # The best epoch is a head epoch on the cache; the weights kept are the whole model's.
+    ("gradual", True, "feature cache, then full forward"),
+], ids=["feature_cache", "full_forward", "gradual_cached_head_epochs"])
+def test_best_epoch_weights_are_kept(run_training, tiny_config, monkeypatch, strategy: str, feature_cache: bool,
+                                     path: str) -> None:
     built, optimizers = [], []
     real_build, real_optimizer = backbones.build_model, tltrain._optimizer
     monkeypatch.setattr(backbones, "build_model", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
@@ -232,11 +239,11 @@ def test_best_epoch_weights_are_kept(run_training, tiny_config, monkeypatch, fea
                 for p in built[0].get_submodule("_fc").parameters():
                     p.zero_()
 
-    overrides = {"backbone": "efficientnet_lite0", "strategy": "feature_extraction", "feature_cache": feature_cache,
-                 "subset": 10, "val_fraction": 0.5, "lr": 0.05, "epochs": 3}
+    overrides = {"backbone": "efficientnet_lite0", "strategy": strategy, "feature_cache": feature_cache,
+                 "subset": 10, "val_fraction": 0.5, "lr": 0.05, "epochs": 3, "head_epochs": 2}
     result, events = run_training(on_event=spoil_after_epoch_1, **overrides)
     rows = _rows(events)
-    assert _started(events)["path"] == ("feature cache" if feature_cache else "full forward")
+    assert _started(events)["path"] == path
     # The head says "0" for everything: accuracy is class 0's share of the (whole) validation split.
     assert [r["val_acc"] for r in rows[1:]] == pytest.approx([0.1, 0.1], abs=0.01)
     assert rows[0]["val_acc"] > 0.1

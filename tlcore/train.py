@@ -266,7 +266,7 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
         hit = None  # every rank reads the cache or every rank computes its share: never a mix
     if hit is not None:
         tensors, meta = hit
-        run.emit("log", {"message": "feature cache hit: the backbone is skipped entirely"})
+        run.emit("log", {"message": "feature cache hit: the frozen backbone's outputs are read, not computed"})
         return tensors, meta["skipped"], meta.get("val_index")
     run.emit("log", {"message": "backbone frozen and no augmentation: computing features once and caching them"})
     arrays = bool(source.train_items) and hasattr(source.train_items[0], "shape")  # built-in, small
