@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -138,3 +139,14 @@ def test_estimate_marks_extra_feature_extraction_runs_cheap(tiny_config) -> None
     assert [r["cheap"] for r in fe] == [False, True, True]
     assert not any(r["cheap"] for r in rows if r["strategy"] == "finetune")
     assert fe[1]["seconds"] < fe[0]["seconds"] / 3
+
+
+def test_estimate_counts_gradual_head_epochs_as_cached(tiny_config) -> None:
+    base = tiny_config(backbone="efficientnet_lite0", image_size=None, epochs=3, head_epochs=2)
+    finetune, gradual, augmented = estimate([dataclasses.replace(base, strategy="finetune"),
+                                             dataclasses.replace(base, strategy="gradual"),
+                                             dataclasses.replace(base, strategy="gradual", augment="flip-crop")],
+                                            num_images=400)
+    # One full epoch plus one frozen pass, against three full epochs (and three with augmentation).
+    assert gradual["seconds"] < finetune["seconds"] / 2
+    assert augmented["seconds"] == finetune["seconds"]

@@ -248,6 +248,7 @@ def estimate(configs: list[TrainConfig], num_images: int, history: list | None =
 
     Feature-extraction runs without augmentation share one feature cache per backbone (the
     data seed is fixed), so only the first pays for the backbone; the rest train a head.
+    `gradual` runs train their head epochs on that cache too: only the later epochs cost steps.
     `history` (RunRecords) calibrates: a finished run with the same backbone, strategy, data and
     image size gives its measured seconds per epoch.
     """
@@ -255,7 +256,9 @@ def estimate(configs: list[TrainConfig], num_images: int, history: list | None =
     rows = []
     for cfg in configs:
         scale = max(MIN_SCALE, (get_backbone(cfg.backbone).preprocessing(cfg.image_size)[1] / 224) ** 2)
-        cached_path = cfg.strategy == "feature_extraction" and cfg.augment == "none" and cfg.feature_cache
+        deterministic = cfg.augment == "none" and cfg.feature_cache
+        cached_path = cfg.strategy == "feature_extraction" and deterministic
+        head_epochs = min(cfg.head_epochs, cfg.epochs) if cfg.strategy == "gradual" and deterministic else 0
         if cached_path and cfg.backbone in seen_cache:
             seconds, cheap = HEAD_RUN_SECONDS, True
         else:
@@ -264,7 +267,11 @@ def estimate(configs: list[TrainConfig], num_images: int, history: list | None =
                 seconds = RUN_START_SECONDS + FORWARD_SECONDS * scale * num_images + HEAD_RUN_SECONDS
                 seen_cache.add(cfg.backbone)
             else:
-                seconds = measured or RUN_START_SECONDS + STEP_SECONDS * scale * num_images * cfg.epochs
+                features = FORWARD_SECONDS * scale * num_images if head_epochs and cfg.backbone not in seen_cache else 0
+                seconds = measured or (RUN_START_SECONDS + features
+                                       + STEP_SECONDS * scale * num_images * (cfg.epochs - head_epochs))
+                if head_epochs:
+                    seen_cache.add(cfg.backbone)
             cheap = False
         rows.append({"backbone": cfg.backbone, "strategy": cfg.strategy, "lr": cfg.lr, "seed": cfg.seed,
                      "seconds": round(seconds, 1), "cheap": cheap})
