@@ -3,6 +3,7 @@
 import streamlit as st
 
 import nav
+from tlcore import warmup
 from tlcore.data import BUILTIN
 from tlcore.paths import runs_root
 
@@ -50,6 +51,9 @@ st.set_page_config(page_title="tlcore · transfer learning", page_icon=":materia
 # server's first request resolves pages/ by those names before this script has run, so a
 # custom path there showed a "Page not found" dialog on a direct link.
 nav.mark_app_ran()
+# Once per server process: the pages' imports and the run index load in the background while the
+# visitor reads this page (tlcore/warmup.py), so the first visit of a page does not wait for them.
+warmup.start(runs_root())
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT, REPORT])
 if wanted := nav.page_wanted():  # a direct visit that Streamlit first ran without this script (see nav.py)
     st.switch_page(wanted)
