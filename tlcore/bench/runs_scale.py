@@ -133,7 +133,7 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
                       + [(None, *rest, returning) for _, *rest in PAGES]  # the returning browser's first visits
                       + [(f"{name} (returning)", *rest, returning) for name, *rest in PAGES])
             for i, (name, path, heading, last, context) in enumerate(visits):
-                page = (context or browser).new_page(viewport={"width": 1400, "height": 1200})
+                page = context.new_page() if context else browser.new_page(viewport={"width": 1400, "height": 1200})
                 page.set_default_timeout(limit * 1000)
                 if i == 0:
                     _wait_for_server(page, url)
