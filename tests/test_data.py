@@ -224,3 +224,14 @@ def test_hymenoptera_resolves_to_the_shared_copy() -> None:
     assert 244 <= len(src.train_items) <= 245
     assert len(src.val_items) == 153
     assert all(Path(p).is_relative_to(SHARED_HYMENOPTERA.resolve()) for p in src.train_items)
+
+
+def test_the_memory_budget_covers_both_splits_together(image_folder: Path) -> None:
+    src = resolve_data(str(image_folder), val_fraction=0.3)
+    row = 3 * 24 * 24
+    fits_train = len(src.train_items) * row
+    both = src.decode(24, memory_budget=fits_train)  # room for the training split, none left for validation
+    assert isinstance(both.train.images, torch.Tensor) and isinstance(both.val.images, SpilledImages)
+    whole = src.decode(24, memory_budget=fits_train + len(src.val_items) * row)
+    assert isinstance(whole.train.images, torch.Tensor) and isinstance(whole.val.images, torch.Tensor)
+    assert torch.equal(both.val.images[:], whole.val.images)

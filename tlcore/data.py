@@ -39,8 +39,11 @@ DOWNLOADS = {
         "cats_and_dogs_filtered",
     ),
 }
-# Decoded images beyond this many bytes go to a memory-mapped file instead of RAM.
-DEFAULT_MEMORY_BUDGET = int(os.environ.get("TLCORE_MEMORY_BUDGET", 2 * 2**30))
+# Decoded images beyond this many bytes go to a spill file on disk (spill.py) instead of RAM.
+# Reading a spilled batch (16 rows of 196 KB at 256 px, from the page cache, in a prefetch thread)
+# costs about a millisecond against a second for a CPU training step, so a small budget costs no
+# speed; at 2 GiB a fine-tuning run of 20,000 images peaked at 3.5 GiB RSS (bench/RESULTS.md).
+DEFAULT_MEMORY_BUDGET = int(os.environ.get("TLCORE_MEMORY_BUDGET", 512 * 2**20))
 # With a training subset (quick runs), validation keeps at most this many images per class:
 # every image of digits and of the tutorial folders, 250 of MNIST's or CIFAR-10's 1,000. An
 # accuracy measured on a handful of images moves in steps of many points.
@@ -99,13 +102,17 @@ class DataSource:
     def decode(self, resize: int, memory_budget: int | None = None, workers: int | None = None) -> Decoded:
         """Decode and resize every image once to (3, resize, resize) uint8.
 
-        A split over `memory_budget` bytes (default DEFAULT_MEMORY_BUDGET) goes to a spill file.
-        Unreadable files are skipped and listed in `Decoded.skipped` with the reason.
+        Both splits together keep at most `memory_budget` bytes (default DEFAULT_MEMORY_BUDGET) in
+        memory: the training split first, the validation split in what is left; a split that does
+        not fit goes to a spill file. Unreadable files are skipped and listed in `Decoded.skipped`
+        with the reason.
         """
-        memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
         skipped = list(self.skipped)
-        train = _decode_split(self.train_items, self.train_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-train")
-        val = _decode_split(self.val_items, self.val_labels, resize, memory_budget, skipped, workers, self.fingerprint + "-val")
+        train = _decode_split(self.train_items, self.train_labels, resize, budget, skipped, workers, self.fingerprint + "-train")
+        if isinstance(train.images, torch.Tensor):
+            budget -= len(self.train_items) * 3 * resize * resize  # what it took, before unreadable rows were dropped
+        val = _decode_split(self.val_items, self.val_labels, resize, budget, skipped, workers, self.fingerprint + "-val")
         if len(train) == 0 or len(val) == 0:
             raise DataError(f"{self.name}: no readable images left in the {'train' if len(train) == 0 else 'validation'} split")
         return Decoded(self.class_names, train, val, skipped)
