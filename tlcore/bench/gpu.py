@@ -155,6 +155,9 @@ def engine_rows(work: Path, quick: bool, log: Path) -> list[dict]:
         ("torchrun 1 GPU: efficientnet_lite0 finetune",
          [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "tlcore",
           "train", "--backbone", "efficientnet_lite0", "--strategy", "finetune", "--epochs", epochs, *common]),
+        ("torchrun 1 GPU: resnet18 scratch --sync-bn",
+         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "tlcore",
+          "train", "--backbone", "resnet18", "--strategy", "scratch", "--epochs", "1", "--sync-bn", *common]),
     ]
     rows = []
     finetuned = None
