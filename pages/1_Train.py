@@ -6,9 +6,9 @@ import nav
 from tlcore import build_form as bf
 from tlcore import builder, experiment_views, export, form, run_filters, ui
 from tlcore.charts import curves_figure
-from tlcore.config import AUGMENTS, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
+from tlcore.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
-from tlcore.device import gpu_count
+from tlcore.device import check_precision, gpu_count
 from tlcore.experiments import cancel_experiment, progress, start_experiment
 from tlcore.heads import HEAD_KINDS
 from tlcore.insight_charts import lr_find_figure
@@ -140,6 +140,8 @@ with right:
                                               key="val_fraction", help="used when the data has no val/ folder"),
             "weight_decay": lambda: a2.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%g",
                                                     key="weight_decay"),
+            "precision": lambda: a1.selectbox("Precision", PRECISIONS, index=PRECISIONS.index(d.precision),
+                                              key="precision", help=form.PRECISION_HELP),
         }
         extra = {name: advanced[name]() for name in shown}
     def settings(backbone: str, strategy: str) -> TrainConfig:
@@ -155,6 +157,7 @@ with right:
             with st.spinner("Checking the dataset..."):
                 cfg = settings(backbone, strategy)
                 form.check_weights(backbone, strategy)
+                check_precision(cfg.device, cfg.precision, cfg.backbone)
                 found = form.check_dataset(cfg.data, cfg.val_fraction, cfg.subset, cfg.seed)
             st.success(f"Queued run {jobs.submit(cfg, processes=gpus)}{f' on {found}' if found else ''}"
                        f"{f' over {gpus} GPUs' if gpus > 1 else ''}: it trains in the background, watch it below.")

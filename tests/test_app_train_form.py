@@ -78,6 +78,28 @@ def test_advanced_settings_appear_where_they_apply_and_reach_the_run(runs_dir: P
     assert get_manager(runs_dir).wait(record.run_id, timeout=120)
 
 
+def test_the_precision_is_an_advanced_setting_that_reaches_the_run(runs_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlcore import device
+
+    at = train_page()
+    assert at.selectbox(key="precision").value == "auto" and "native bf16" in at.selectbox(key="precision").help
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    at.selectbox(key="precision").set_value("bf16")
+    at.button(key="start").click().run()
+    assert "this CPU has no native bf16" in at.error[0].value and "use --precision auto or fp32" in at.error[0].value
+    assert not get_manager(runs_dir).list_runs()
+    at.selectbox(key="backbone").set_value("simple_cnn")
+    at.selectbox(key="precision").set_value("fp32")
+    for key, value in (("subset", 3), ("epochs", 1), ("image_size", 32)):
+        (at.number_input if key != "image_size" else at.selectbox)(key=key).set_value(value)
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (record,) = get_manager(runs_dir).list_runs()
+    assert record.config["precision"] == "fp32"
+    assert get_manager(runs_dir).wait(record.run_id, timeout=120)
+
+
 def test_a_folder_without_class_folders_is_refused_before_queueing(runs_dir: Path, tmp_path: Path,
                                                                    make_class_folders) -> None:
     make_class_folders(tmp_path / "train", per_class=2, classes=("cat",))

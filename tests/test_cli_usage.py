@@ -56,6 +56,7 @@ TRAIN_FLAGS = {
     "lr_factor": (["--lr-factor", "0.25"], "lr_factor", 0.25),
     "head_epochs": (["--head-epochs", "2"], "head_epochs", 2),
     "no_feature_cache": (["--no-feature-cache"], "feature_cache", False),
+    "precision": (["--precision", "fp32"], "precision", "fp32"),
 }
 NOT_CONFIG = {"help", "runs_dir", "json", "new_run_id"}  # where the run goes, its name, how it is printed
 # --sync-bn is refused on CPU: tests/test_launch.py checks the refusal and that it reaches the config.
@@ -107,6 +108,17 @@ def test_every_train_flag_reaches_the_submitted_config(monkeypatch, tmp_path: Pa
     for dest, (_, field, value) in flags.items():
         assert getattr(config, field) == value, f"--{dest.replace('_', '-')} did not reach TrainConfig.{field}"
         assert getattr(default, field) != value, f"the check of --{dest} uses the default value"
+
+
+def test_bf16_on_a_cpu_without_it_is_a_usage_error(monkeypatch, capsys, tmp_path: Path) -> None:
+    from tlcore import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    code = cli.main(["train", *TINY, "--precision", "bf16", "--runs-dir", str(tmp_path / "r")])
+    assert code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "this CPU has no native bf16" in line and "use --precision auto or fp32" in line
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # no run was queued
 
 
 def test_topk_0_is_a_usage_error(capsys, tmp_path: Path) -> None:

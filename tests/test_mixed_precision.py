@@ -22,7 +22,7 @@ from tlcore.predict import get_predictor
 def cpu_like_a_gpu(monkeypatch):
     """amp_dtype -> bf16 and memory_format -> channels_last for every device, wherever tlcore imported them."""
     real = {"amp_dtype": device_module.amp_dtype, "memory_format": device_module.memory_format}
-    fakes = {"amp_dtype": lambda device: torch.bfloat16, "memory_format": lambda device: torch.channels_last}
+    fakes = {"amp_dtype": lambda device, *_: torch.bfloat16, "memory_format": lambda device, *_: torch.channels_last}
     patched = []
     for name, module in list(sys.modules.items()):
         if name == "tlcore" or name.startswith("tlcore."):
@@ -90,3 +90,85 @@ def test_prediction_runs_in_bf16_autocast_with_channels_last(cpu_like_a_gpu, con
     [result] = get_predictor(run_id=run_id, runs_dir=tmp_path / "runs", device="cpu").predict([png_bytes("coffee")])
     assert result.error is None and abs(sum(p.prob for p in result.predictions) - 1) < 1e-3
     assert conv_spy.calls and all(c == (torch.bfloat16, True, True) for c in conv_spy.calls), conv_spy.calls
+
+
+# ---- --precision: the choice of arithmetic -------------------------------------------------
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Set whether the CPU 'has' native bf16 (torch's CPU autocast runs bf16 on any CPU, slowly)."""
+    def set_native(value: bool) -> None:
+        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: value)
+    return set_native
+
+
+def test_amp_dtype_on_cpu_follows_the_precision_and_the_cpu(native_bf16) -> None:
+    cpu = torch.device("cpu")
+    amp = device_module.amp_dtype
+    native_bf16(True)
+    assert amp(cpu, "fp32", "simple_cnn") is None
+    assert amp(cpu, "bf16", "efficientnet_lite0") == torch.bfloat16
+    # auto: bf16 only for the backbones whose CPU step it speeds up; Lite0's it does not
+    assert amp(cpu, "auto", "simple_cnn") == torch.bfloat16 and amp(cpu, "auto", "resnet18") == torch.bfloat16
+    assert amp(cpu, "auto", "efficientnet_lite0") is None and amp(cpu) is None
+    native_bf16(False)
+    assert amp(cpu, "auto", "simple_cnn") is None
+    with pytest.raises(ValueError, match=r"no native bf16.*--precision auto or fp32"):
+        amp(cpu, "bf16", "simple_cnn")
+    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16"):
+        amp(cpu, "fp16")
+
+
+def test_amp_dtype_on_cuda_keeps_bf16_else_fp16(monkeypatch) -> None:
+    """CUDA's choice without a GPU: only torch.cuda.is_bf16_supported is asked."""
+    cuda = torch.device("cuda")
+    for supported, auto in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert device_module.amp_dtype(cuda, "auto", "resnet18") == auto
+        assert device_module.amp_dtype(cuda, "fp32", "resnet18") is None
+    with pytest.raises(ValueError, match=r"no bf16 support: use --precision auto \(fp16 on it\) or fp32"):
+        device_module.amp_dtype(cuda, "bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert device_module.amp_dtype(cuda, "bf16") == torch.bfloat16
+
+
+def test_channels_last_on_cpu_for_the_measured_backbones() -> None:
+    cpu = torch.device("cpu")
+    assert device_module.memory_format(cpu, "efficientnet_lite0") == torch.channels_last
+    assert device_module.memory_format(cpu, "vgg16") == torch.contiguous_format  # not measured
+    assert device_module.memory_format(torch.device("cuda"), "vgg16") == torch.channels_last
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+@pytest.mark.parametrize(("strategy", "path"), [("scratch", "full forward"), ("feature_extraction", "feature cache")])
+def test_the_precision_reaches_the_training_loop(precision, dtype, strategy, path, native_bf16, conv_spy,
+                                                  run_training) -> None:
+    native_bf16(True)
+    result, events = run_training(strategy=strategy, epochs=1, precision=precision)
+    started = next(data for kind, data in events if kind == "started")
+    assert started["path"] == path and started["amp"] == ("bfloat16" if precision == "bf16" else "fp32")
+    assert conv_spy.calls and {d for d, _, _ in conv_spy.calls} == {dtype}, conv_spy.calls
+    # simple_cnn computes channels_last on the CPU (device.CPU_CHANNELS_LAST), whatever the precision
+    assert all(x_cl and w_cl for _, x_cl, w_cl in conv_spy.calls)
+
+
+def test_the_feature_cache_follows_the_precision(native_bf16, run_training) -> None:
+    native_bf16(True)
+    logs = {}
+    for precision in ("fp32", "bf16", "fp32"):
+        _, events = run_training(strategy="feature_extraction", epochs=1, precision=precision)
+        logs.setdefault(precision, []).append(any("cache hit" in d.get("message", "") for k, d in events if k == "log"))
+    assert logs == {"fp32": [False, True], "bf16": [False]}  # bf16 features are not fp32's
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_before_training(native_bf16, run_training) -> None:
+    native_bf16(False)
+    with pytest.raises(ValueError, match="no native bf16"):
+        run_training(precision="bf16")
+
+
+def test_the_config_refuses_an_unknown_precision(tiny_config) -> None:
+    assert tiny_config(precision="bf16").validate().precision == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16': choose one of auto, fp32, bf16"):
+        tiny_config(precision="fp16").validate()

@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from fake_runs import fake_run
 
 from tlcore import backbones, data, heads, names, strategies
 from tlcore.runs import RunStore
-
-from fake_runs import fake_run
 
 HEAVY = ("torch", "torchvision", "numpy", "pandas", "plotly", "PIL", "sklearn", "safetensors")
 

@@ -12,7 +12,7 @@ import sys
 
 # Nothing here imports torch, numpy or pandas at module level: `runs` and `--help` start in a
 # fraction of a second (torch alone takes 1.5 s); each command imports what it needs.
-from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig, default_lr
+from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
 from tlcore.insight_cli import add_lr_find_arguments, add_report_arguments, cmd_lr_find, cmd_report, write_cams
 from tlcore.names import BACKBONES, BUILTIN, HEAD_KINDS, STRATEGIES
 from tlcore.paths import runs_root
@@ -66,6 +66,9 @@ def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--lr-factor", type=float, default=d.lr_factor, help="discriminative/gradual LR ratio per group")
     p.add_argument("--head-epochs", type=int, default=d.head_epochs, help="gradual: head-only epochs")
     p.add_argument("--no-feature-cache", action="store_true", help="always run the full backbone")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="arithmetic: auto (bf16/fp16 autocast on CUDA; bf16 on a CPU with native bf16 for the "
+                        "backbones it speeds up), fp32, or bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,13 +157,14 @@ def _config_from_args(args) -> TrainConfig:
         head=args.head, hidden=tuple(args.hidden), augment=args.augment, image_size=args.image_size,
         seed=args.seed, device=args.device, subset=args.subset, val_fraction=args.val_fraction,
         unfreeze_groups=args.unfreeze_groups, lr_factor=args.lr_factor, head_epochs=args.head_epochs,
-        feature_cache=not args.no_feature_cache, sync_bn=getattr(args, "sync_bn", False),
+        feature_cache=not args.no_feature_cache, precision=args.precision, sync_bn=getattr(args, "sync_bn", False),
     )
 
 
 def cmd_train(args) -> int:
     from tlcore import distributed
     from tlcore.data import check_data_spec
+    from tlcore.device import check_precision
     from tlcore.jobs import get_manager
     from tlcore.runs import validate_run_id
 
@@ -171,6 +175,7 @@ def cmd_train(args) -> int:
         if args.new_run_id is not None:
             validate_run_id(args.new_run_id)
         distributed.check_sync_bn(cfg.sync_bn, cfg.device)
+        check_precision(cfg.device, cfg.precision, cfg.backbone)
     except ValueError as exc:
         return _usage_error(str(exc))
     world = distributed.init_from_env(cfg.device)  # one process of one outside torchrun

@@ -10,6 +10,9 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "step", "cosine")
 AUGMENTS = ("none", "flip-crop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# The arithmetic: "auto" is bf16 (else fp16) autocast on CUDA and, on a CPU with native bf16, for
+# the backbones it speeds up (device.amp_dtype); "fp32" turns autocast off; "bf16" forces it.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class TrainConfig:
     lr_factor: float = 0.5  # discriminative/gradual: LR ratio between neighbouring groups
     head_epochs: int = 1  # gradual: head-only epochs
     feature_cache: bool = True  # reuse backbone features when the backbone is frozen
+    precision: str = "auto"  # one of PRECISIONS; the feature cache is keyed by the dtype it resolves to
     # Seeds the train/val split and the subset; None: `seed`. An experiment fixes it so all its
     # runs see the same validation images while `seed` varies init, shuffling and augmentation.
     data_seed: int | None = None
@@ -57,6 +61,7 @@ class TrainConfig:
         choices = {
             "backbone": BACKBONES, "strategy": STRATEGIES, "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES, "head": HEAD_KINDS, "augment": AUGMENTS, "device": DEVICES,
+            "precision": PRECISIONS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

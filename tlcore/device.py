@@ -1,13 +1,16 @@
-"""Picking the device and using it well: mixed precision and channels_last on CUDA."""
+"""Picking the device and using it well: the allocator, threads, mixed precision and channels_last."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 
 import torch
+
+from tlcore.config import PRECISIONS
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _allocator_tuned = False
@@ -74,21 +77,88 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA GPUs that support it, else fp16 on CUDA; None (fp32) elsewhere."""
-    if device.type != "cuda":
+# CPU kernels, measured per backbone by `python -m tlcore.bench.kernels` (bench/RESULTS.md, CPU
+# ms per image at batch 16, 224 px, 1 thread, on a 2-core AMD EPYC with AVX512-BF16).
+# channels_last is the same arithmetic as contiguous and was faster for the forward and the
+# training step of each of these (e.g. Lite0 step 0.65x, simple_cnn 0.70x, ResNet18 0.86x);
+# backbones not measured keep the default layout.
+CPU_CHANNELS_LAST = frozenset({"simple_cnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_large",
+                               "efficientnet_b0"})
+# bf16 autocast changes the arithmetic: "auto" uses it on a CPU with native bf16 only for
+# backbones whose training step it made faster (channels_last + bf16 vs channels_last fp32:
+# simple_cnn 0.66x, ResNet18 0.53x) and whose hymenoptera accuracy stayed within 1 point of fp32.
+# Lite0's step was no faster (87 vs 71-84 ms), MobileNetV3 and EfficientNet-B0's slower.
+CPU_BF16 = frozenset({"simple_cnn", "resnet18"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX, Arm BF16); else torch emulates it, slowly.
+
+    torch.backends.cpu.get_cpu_capability() says "AVX512" on CPUs with AVX512-BF16 too, so the
+    kernel's flags decide (Linux); elsewhere, no.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = {word for line in f if line.startswith(("flags", "Features")) for word in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def amp_dtype(device: torch.device, precision: str = "auto", backbone: str | None = None) -> torch.dtype | None:
+    """The autocast dtype a run computes in, or None for fp32.
+
+    "auto": on CUDA, bf16 where the GPU supports it, else fp16 (with a GradScaler); on a CPU
+    with native bf16, bf16 for the backbones in CPU_BF16; fp32 elsewhere. "bf16" forces bf16,
+    "fp32" turns autocast off.
+
+    Raises:
+        ValueError: bf16 asked where the device has none; the message says what to use.
+    """
+    if precision == "fp32":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16":
+        _check_bf16(device)
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and backbone in CPU_BF16 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
-def autocast(device: torch.device):
-    """An autocast context for the device's mixed-precision dtype, or a no-op."""
-    dtype = amp_dtype(device)
+def check_precision(device: str, precision: str, backbone: str) -> None:
+    """Raise ValueError, with the fix, when a run on `device` ("auto", "cpu"...) cannot compute in `precision`."""
+    amp_dtype(pick_device(device), precision, backbone)
+
+
+def _check_bf16(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision bf16: this GPU has no bf16 support: use --precision auto (fp16 on it) or fp32")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        raise ValueError("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it would run "
+                         "slower than fp32: use --precision auto or fp32")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"precision bf16 is not supported on {device.type}: use --precision auto or fp32")
+
+
+DEVICE_DEFAULT = object()
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None | object = DEVICE_DEFAULT):
+    """An autocast context for `dtype` (default: the device's "auto" dtype), or a no-op for None."""
+    if dtype is DEVICE_DEFAULT:
+        dtype = amp_dtype(device)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last speeds convolutions on CUDA tensor cores; CPU keeps the default."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+def memory_format(device: torch.device, backbone: str | None = None) -> torch.memory_format:
+    """channels_last on CUDA (tensor cores) and on CPU for the backbones in CPU_CHANNELS_LAST; else the default."""
+    if device.type == "cuda" or (device.type == "cpu" and backbone in CPU_CHANNELS_LAST):
+        return torch.channels_last
+    return torch.contiguous_format

@@ -25,7 +25,7 @@ from torch import nn
 from tlcore import paths
 from tlcore.backbones import BackboneSpec, get_module
 from tlcore.batches import BatchMaker, index_batches
-from tlcore.device import autocast
+from tlcore.device import DEVICE_DEFAULT, autocast
 
 FORMAT_VERSION = "2"
 
@@ -99,10 +99,13 @@ def extract_features(
     make_batch: BatchMaker,
     batch_size: int,
     on_batch: Callable[[int, int], None] | None = None,
+    amp: torch.dtype | None | object = DEVICE_DEFAULT,
 ) -> torch.Tensor:
-    """Run the frozen model over uint8 images and return the head's inputs (float32, CPU)."""
+    """Run the frozen model over uint8 images and return the head's inputs (float32, CPU);
+    `amp`: the autocast dtype (None: fp32; default: the device's)."""
     batches = ((idx, images[idx]) for idx in index_batches(len(images), batch_size, shuffle=False))
-    return extract_batches(model, spec, batches, len(images), make_batch, -(-len(images) // batch_size), on_batch)[0]
+    return extract_batches(model, spec, batches, len(images), make_batch, -(-len(images) // batch_size), on_batch,
+                           amp)[0]
 
 
 @torch.inference_mode()
@@ -114,6 +117,7 @@ def extract_batches(
     make_batch: BatchMaker,
     num_batches: int,
     on_batch: Callable[[int, int], None] | None = None,
+    amp: torch.dtype | None | object = DEVICE_DEFAULT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's inputs (float32, CPU) for rows 0..n-1 from (positions, uint8 images) batches.
 
@@ -128,7 +132,7 @@ def extract_batches(
     out, seen = None, torch.zeros(n, dtype=torch.bool)
     try:
         for b, (positions, images) in enumerate(batches):
-            with autocast(make_batch.device):
+            with autocast(make_batch.device, amp):
                 model(make_batch(images))
             x = captured.pop()
             if out is None:

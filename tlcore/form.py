@@ -13,6 +13,7 @@ from tlcore import backbones, paths
 from tlcore.charts import dataset_name
 from tlcore.config import TrainConfig
 from tlcore.data import BUILTIN, resolve_data
+from tlcore.device import CPU_BF16
 from tlcore.strategies import make_strategy
 from tlcore.uploads import upload_name, uploads_dir
 from tlcore.weights import file_name, host_reachable, hub_checkpoint_dir
@@ -20,7 +21,10 @@ from tlcore.weights import file_name, host_reachable, hub_checkpoint_dir
 # Built-in datasets that come with their own validation split (a test set or a val/ folder):
 # the validation fraction does not apply to them.
 OWN_VAL_SPLIT = ("mnist", "fashion_mnist", "cifar10", "hymenoptera", "cats_dogs")
-ADVANCED = ("unfreeze_groups", "hidden", "lr_factor", "head_epochs", "val_fraction", "weight_decay")
+PRECISION_HELP = ("the arithmetic. auto: bf16 autocast on a GPU (fp16 where it has no bf16) and on a CPU with "
+                  f"native bf16 for the backbones it speeds up ({', '.join(sorted(CPU_BF16))}); fp32: no autocast; "
+                  "bf16: always (refused where the device has none)")
+ADVANCED = ("unfreeze_groups", "hidden", "lr_factor", "head_epochs", "val_fraction", "weight_decay", "precision")
 
 
 def advanced_fields(strategy: str, head: str, builtin: str | None = None) -> list[str]:
@@ -37,6 +41,7 @@ def advanced_fields(strategy: str, head: str, builtin: str | None = None) -> lis
         "head_epochs": strategy == "gradual",
         "val_fraction": builtin not in OWN_VAL_SPLIT,
         "weight_decay": True,
+        "precision": True,
     }
     return [name for name in ADVANCED if applies[name]]
 

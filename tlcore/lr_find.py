@@ -23,7 +23,7 @@ from tlcore import backbones
 from tlcore.batches import BatchMaker, index_batches
 from tlcore.config import TrainConfig
 from tlcore.data import resolve_data
-from tlcore.device import autocast, configure_threads, memory_format, pick_device
+from tlcore.device import amp_dtype, autocast, configure_threads, memory_format, pick_device
 from tlcore.strategies import apply_train_mode, make_strategy
 from tlcore.train import cached_train_features, make_optimizer
 
@@ -148,9 +148,10 @@ def lr_find(cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, n
     groups = backbones.param_groups(model, cfg.backbone)
     optimizer = make_optimizer(cfg, strategy.optimizer_groups(groups, cfg.lr))
     strategy.on_epoch_start(0, groups)
-    model.to(device, memory_format=memory_format(device))
+    model.to(device, memory_format=memory_format(device, cfg.backbone))
     head = backbones.get_module(model, spec.head)
     generator = torch.Generator().manual_seed(cfg.seed)
+    amp = amp_dtype(device, cfg.precision, cfg.backbone)  # the arithmetic a run of cfg trains in
     if cfg.feature_cache and cfg.augment == "none" and strategy.backbone_frozen(0):
         inputs, labels = cached_train_features(cfg, model, source, emit, stop)
         inputs = inputs.to(device)
@@ -160,7 +161,7 @@ def lr_find(cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, n
     else:
         decoded = source.decode(resize)
         inputs, labels = decoded.train.images, decoded.train.labels
-        make_batch = BatchMaker(crop, spec.mean, spec.std, device, memory_format(device))
+        make_batch = BatchMaker(crop, spec.mean, spec.std, device, memory_format(device, cfg.backbone))
 
         def forward(x):
             return model(make_batch(x, augment=cfg.augment != "none", generator=generator))
@@ -170,7 +171,7 @@ def lr_find(cfg: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, n
 
     def step_loss() -> torch.Tensor:
         idx = next(batches)
-        with autocast(device):
+        with autocast(device, amp):
             logits = forward(inputs[idx])
         return F.cross_entropy(logits.float(), labels[idx].to(device))
 
