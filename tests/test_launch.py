@@ -158,6 +158,10 @@ def test_train_args_give_back_the_config_through_the_cli() -> None:
 def test_submit_over_several_processes_refuses_a_batch_too_small_and_a_taken_id(manager: JobManager) -> None:
     with pytest.raises(ValueError, match="use at least 8"):
         manager.submit(TrainConfig(**{**TINY, "batch_size": 6}), processes=4)
+    experiment_run = TrainConfig(**TINY, experiment_id="e1", data_seed=0)
+    with pytest.raises(ValueError, match="use 1 GPU for experiments"):
+        manager.submit(experiment_run, processes=2)
+    launch.check(experiment_run, 1)  # an experiment's runs train in the app's process, as before
     manager.store.create("taken", TrainConfig().to_dict())
     with pytest.raises(ValueError, match="already exists"):
         manager.submit(TrainConfig(**TINY), run_id="taken", processes=2)

@@ -40,7 +40,7 @@ def check(cfg: TrainConfig, processes: int) -> None:
     if cfg.batch_size < 2 * processes:
         raise ValueError(f"batch size {cfg.batch_size} is the global batch over {processes} GPUs: "
                          f"use at least {2 * processes} (2 per GPU)")
-    if cfg.experiment_id or cfg.data_seed is not None:
+    if processes > 1 and (cfg.experiment_id or cfg.data_seed is not None):
         raise ValueError("runs of an experiment train in the app's process: use 1 GPU for experiments")
 
 
