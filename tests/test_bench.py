@@ -56,8 +56,8 @@ def test_table_marks_skipped_rows_and_ratios_against_the_right_baseline():
     rows = {
         1: bench.Row(1, seconds=100.0, images=1000, best_val_acc=0.9, epochs=10),
         2: bench.Row(2, seconds=20.0, images=1000, best_val_acc=0.91, epochs=10),
-        5: bench.Row(5, seconds=30.0, images=300, epochs=3),
-        6: bench.Row(6, seconds=15.0, images=300, epochs=3),
+        5: bench.Row(5, seconds=30.0, images=300, best_val_acc=0.8, epochs=3),
+        6: bench.Row(6, seconds=15.0, images=300, best_val_acc=0.785, epochs=3),
     }
     table = bench.render_table(rows)
     assert "| 3 | tlcore feature_extraction, warm cache | skipped |" in table
@@ -65,7 +65,12 @@ def test_table_marks_skipped_rows_and_ratios_against_the_right_baseline():
     line6 = next(line for line in table.splitlines() if line.startswith("| 6 |"))
     assert "| 0.200 |" in line2 and "| 0.500 |" in line6
     verdicts = {t.name: t.ok for t in bench.targets(rows)}
-    assert verdicts["[6] tlcore finetune s/epoch <= baseline's (batch 4)"] is True
+    assert verdicts["[6] tlcore finetune s/epoch <= 0.6x baseline's (batch 4)"] is True  # 0.5x
+    assert verdicts["[6] vs [5] val accuracy within 1 point"] is False  # 1.5 points lower
+    rows[6] = bench.Row(6, seconds=18.5, images=300, best_val_acc=0.795, epochs=3)
+    verdicts = {t.name: t.ok for t in bench.targets(rows)}
+    assert verdicts["[6] tlcore finetune s/epoch <= 0.6x baseline's (batch 4)"] is False  # 0.62x
+    assert verdicts["[6] vs [5] val accuracy within 1 point"] is True
     assert verdicts["[2] vs [1] val accuracy within 1.5 points"] is True
 
 
