@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,10 @@ def test_train_args_give_back_the_config_through_the_cli() -> None:
                       lr=3e-4, optimizer="sgd", momentum=0.8, weight_decay=1e-4, schedule="cosine", head="mlp",
                       hidden=(64, 32), augment="flip-crop", image_size=96, seed=11, device="cpu", subset=9,
                       val_fraction=0.3, unfreeze_groups=3, lr_factor=0.25, head_epochs=2, feature_cache=False,
-                      sync_bn=True)
+                      precision="fp32", sync_bn=True)
+    # Every field but these differs from its default above: a new field must reach launched runs too.
+    not_launched = {"data_seed", "experiment_id", "cell", "distributed"}  # experiments; torchrun's rank 0 writes it
+    assert {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) == getattr(TrainConfig(), f.name)} == not_launched
     args = cli.build_parser().parse_args(["train", *launch.train_args(cfg)])
     assert cli._config_from_args(args) == cfg
     default = TrainConfig()

@@ -52,7 +52,7 @@ def train_args(cfg: TrainConfig) -> list[str]:
             "--augment", cfg.augment, "--seed", str(cfg.seed), "--device", cfg.device,
             "--val-fraction", repr(cfg.val_fraction), "--unfreeze-groups", str(cfg.unfreeze_groups),
             "--lr-factor", repr(cfg.lr_factor), "--head-epochs", str(cfg.head_epochs),
-            "--momentum", repr(cfg.momentum), "--weight-decay", repr(cfg.weight_decay)]
+            "--momentum", repr(cfg.momentum), "--weight-decay", repr(cfg.weight_decay), "--precision", cfg.precision]
     if cfg.hidden:
         args += ["--hidden", *map(str, cfg.hidden)]
     if cfg.image_size is not None:
