@@ -17,10 +17,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+# torch and safetensors are imported by the two methods that read or write weights: listing
+# runs (`python -m tlcore runs`, the pages' polls) must not pay torch's 1.5 s import.
+if TYPE_CHECKING:
+    import torch
 
 # Identifies this process's runs even if the OS later reuses its pid.
 PROCESS_TOKEN = uuid.uuid4().hex
@@ -181,6 +183,8 @@ class RunStore:
         write_json(self.path(run_id) / "classes.json", names)
 
     def save_weights(self, run_id: str, state: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
         folder = self.path(run_id)
         tmp = folder / ".model.safetensors.tmp"
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
@@ -188,6 +192,9 @@ class RunStore:
 
     def load_weights(self, run_id: str) -> dict[str, torch.Tensor]:
         """The run's fine-tuned weights (safetensors: tensors only, no code can ride along)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         path = self.path(run_id) / "model.safetensors"
         if not path.is_file():
             raise RunNotFound(f"run {run_id} has no saved weights (it did not finish an epoch)")
