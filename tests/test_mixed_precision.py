@@ -109,9 +109,11 @@ def test_amp_dtype_on_cpu_follows_the_precision_and_the_cpu(native_bf16) -> None
     native_bf16(True)
     assert amp(cpu, "fp32", "simple_cnn") is None
     assert amp(cpu, "bf16", "efficientnet_lite0") == torch.bfloat16
-    # auto: bf16 only for the backbones whose CPU step it speeds up; Lite0's it does not
-    assert amp(cpu, "auto", "simple_cnn") == torch.bfloat16 and amp(cpu, "auto", "resnet18") == torch.bfloat16
-    assert amp(cpu, "auto", "efficientnet_lite0") is None and amp(cpu) is None
+    # auto: bf16 only where it sped the CPU step up and kept the accuracy (device.CPU_BF16): not Lite0's
+    # step (slower), not ResNet18 (3.3 points lower on hymenoptera)
+    assert amp(cpu, "auto", "simple_cnn") == torch.bfloat16
+    assert amp(cpu, "auto", "efficientnet_lite0") is None and amp(cpu, "auto", "resnet18") is None
+    assert amp(cpu) is None
     native_bf16(False)
     assert amp(cpu, "auto", "simple_cnn") is None
     with pytest.raises(ValueError, match=r"no native bf16.*--precision auto or fp32"):
