@@ -2,9 +2,10 @@
 
 import streamlit as st
 
+import build_here
 import nav
-from tlcore import build_form as bf
-from tlcore import builder, experiment_views, export, form, run_filters, ui
+import run_cards
+from tlcore import experiment_views, form, run_filters, ui
 from tlcore.charts import curves_figure
 from tlcore.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
 from tlcore.data import BUILTIN
@@ -30,49 +31,6 @@ def use_default_lr() -> None:
     st.session_state.lr = default_lr(st.session_state.strategy, st.session_state.optimizer)
 
 
-def build_here() -> str | None:
-    """'Build it here': pick or create a dataset, then add classes and photos (upload or camera) class by class."""
-    state, sets = st.session_state, {ds.id: ds for ds in builder.list_datasets()}
-    pick = st.selectbox("Your dataset", [*sets, bf.NEW], key=bf.PICK, format_func=lambda i: bf.picker_label(sets, i))
-    for kind, line in bf.take_messages(state):
-        (st.error if kind == "error" else st.success)(line)
-    if pick not in sets:
-        name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
-        name_col.text_input("New dataset name", key=bf.NEW_NAME, placeholder="e.g. my plants", max_chars=60)
-        button_col.button("Create", key="built_create", on_click=bf.on_create, args=(state,))
-        return None
-    ds = sets[pick]
-    for name, count in ds.counts.items():
-        with st.container(border=True):
-            title, remove = st.columns([5, 1], vertical_alignment="center")
-            title.markdown(f"**{name}** · {count} image{'' if count == 1 else 's'}")
-            remove.button(":material/delete:", key=f"built_rmclass_{name}", help=f"remove class {name} and its images",
-                          on_click=bf.on_remove_class, args=(state, ds.id, name))
-            thumbs = builder.thumbnails(ds.id, name)
-            for start in range(0, len(thumbs), 6):
-                for col, (file_name, picture) in zip(st.columns(6), thumbs[start : start + 6], strict=False):
-                    col.image(picture, width="stretch")
-                    col.button(":material/close:", key=f"built_rm_{name}_{file_name}", help="remove this image",
-                               on_click=bf.on_remove_image, args=(state, ds.id, name, file_name))
-            if count > len(thumbs):
-                st.caption(f"the newest {len(thumbs)} of {count} shown")
-            key = bf.widget_key(state, "upload", ds.id, name)
-            st.file_uploader(f"Add images to {name}", type=list(ui.IMAGE_TYPES), accept_multiple_files=True,
-                             key=key, on_change=bf.on_files, args=(state, ds.id, name, key))
-            if st.toggle("Use the camera", key=f"built_camera_{ds.id}_{name}"):
-                key = bf.widget_key(state, "camera", ds.id, name)
-                st.camera_input(f"Photo for {name}", key=key, on_change=bf.on_files, args=(state, ds.id, name, key))
-    class_col, add_col = st.columns([3, 2], vertical_alignment="bottom")
-    class_col.text_input("New class", key=bf.NEW_CLASS, placeholder="e.g. cat", max_chars=60)
-    add_col.button("Add class", key="built_add", on_click=bf.on_add_class, args=(state, ds.id))
-    ready, line = bf.status_line(ds)
-    (st.caption if ready else st.warning)(line)
-    with st.popover("Delete dataset", icon=":material/delete:"):
-        st.button(f"Yes, delete '{ds.name}' and its images", key="built_delete", type="primary",
-                  on_click=bf.on_delete, args=(state, ds.id))
-    return ds.id
-
-
 jobs, d, rows = manager(str(runs_root().resolve())), TrainConfig(), ui.backbone_rows()
 if "lr" not in st.session_state:
     st.session_state.lr = default_lr(d.strategy, d.optimizer)
@@ -89,7 +47,7 @@ with left:
     elif source == ui.DATA_SOURCES[1]:
         folder = st.text_input("Folder of class folders", key="data_folder", placeholder="~/photos/flowers")
     elif source == ui.DATA_SOURCES[3]:
-        built = build_here()
+        built = build_here.build_here()
     else:
         upload = st.file_uploader("Zip of class folders", type=["zip"], key="data_zip")
         earlier_zips = ui.earlier_uploads()  # uploads outlive a reload: pick one again
@@ -249,63 +207,6 @@ elif not show_all:
 trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
 
 
-def download_model(rid: str) -> None:
-    """The run as a model bundle zip: built on the first click (ONNX checked), then kept in the run's folder."""
-    st.download_button("Download model", lambda: export.bundle_zip(rid, jobs.store.root).read_bytes(),
-                       export.download_name(rid), "application/zip", key=f"model_{rid}", on_click="ignore",
-                       icon=":material/download:", help="model.onnx + model.safetensors + tlcore.json + README: "
-                       "runs with onnxruntime anywhere, or Predict > an exported model")
-
-
-def manage(record) -> None:
-    """Rename or delete an ended run (deleting asks first)."""
-    rid = record.run_id
-    with st.popover("Rename or delete", icon=":material/edit:"):
-        name = st.text_input("Your name for this run", record.name, key=f"name_{rid}", max_chars=80)
-        if st.button("Save name", key=f"rename_{rid}"):
-            jobs.store.set_name(rid, name)
-            st.rerun()
-        if st.button("Delete run", key=f"delete_{rid}", icon=":material/delete:"):
-            st.session_state[f"confirm_{rid}"] = True
-        if st.session_state.get(f"confirm_{rid}"):
-            st.warning("Delete this run, its curves and its weights? This cannot be undone.")
-            yes, no = st.columns(2)
-            if yes.button("Yes, delete", key=f"delete_yes_{rid}", type="primary"):
-                jobs.store.delete(rid)
-                del st.session_state[f"confirm_{rid}"]
-                st.rerun()
-            if no.button("Keep it", key=f"delete_no_{rid}"):
-                del st.session_state[f"confirm_{rid}"]
-                st.rerun()
-
-
-def run_card(record, active: list[str]) -> None:
-    """One run's card: label and state, progress or outcome, curves, and what can be done with it."""
-    snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
-    trail = ui.track(trails.setdefault(record.run_id, []), snap)
-    with st.container(border=True):
-        st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
-        st.caption(ui.run_details(snap))
-        if snap["status"] in ("queued", "running"):
-            frac, where = ui.progress_of(snap)
-            st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
-            if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
-                jobs.cancel(record.run_id)
-        elif snap["status"] == "failed":
-            st.error(ui.run_message(snap))
-        elif snap.get("message"):
-            st.warning(ui.run_message(snap))
-        st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
-        if snap.get("metrics") or ui.live_losses(trail):
-            st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
-                                          if snap["status"] == "running" else None),
-                            theme="streamlit", key=f"curves_{record.run_id}")
-        if record.run_id not in active and record.state not in ("queued", "running"):
-            manage(record)
-        if snap["status"] == "finished":
-            download_model(record.run_id)
-
-
 @st.fragment(run_every=1.0 if live else None)  # poll only while something trains
 def active_runs(watching: bool) -> None:
     # The poll rereads and redraws the active runs only; the ended runs' cards are drawn once per page run.
@@ -313,7 +214,7 @@ def active_runs(watching: bool) -> None:
     if watching and {r.run_id for r in live_now} != set(live):
         st.rerun()  # a run ended or another process started one: redraw the whole page once
     for record in ui.runs_to_show(live_now, active, show_all=True):
-        run_card(record, active)
+        run_cards.run_card(jobs, record, active, labels, trails)
 
 
 hidden = len(records) - len(live) - len(ended)
@@ -323,5 +224,5 @@ elif hidden and not show_all:
     st.caption(f"{hidden} older or failed runs not shown: turn on **Show all runs**.")
 active_runs(bool(live))
 for ended_record in ended:
-    run_card(ended_record, [])
+    run_cards.run_card(jobs, ended_record, [], labels, trails)
 st.page_link("pages/2_Compare.py", label="Compare all runs", icon=":material/stacked_line_chart:")
