@@ -54,7 +54,7 @@ def test_spilled_images_index_like_a_tensor(tl_env) -> None:
     spilled[5], spilled[6] = ref[5], ref[6]
     assert len(spilled) == 7 and spilled.shape == ref.shape
     assert torch.equal(spilled[:], ref) and torch.equal(spilled[2:6], ref[2:6]) and torch.equal(spilled[::3], ref[::3])
-    assert torch.equal(spilled[-1], ref[-1])
+    assert torch.equal(spilled[-1], ref[-1]) and torch.equal(spilled[torch.tensor(4)], ref[4])
     idx = torch.tensor([6, 0, 6, 3])
     assert torch.equal(spilled[idx], ref[idx]) and torch.equal(spilled[[1, 2]], ref[[1, 2]])
     assert torch.equal(spilled.head(3)[:], ref[:3])

@@ -83,7 +83,10 @@ class SpilledImages:
                 out = self._read([self._offset(rows.start)] if rows else [], (len(rows), *self.shape[1:]), whole=True)
                 return out
             key = list(rows)
-        idx = key.tolist() if isinstance(key, torch.Tensor) else list(key)
+        idx = key.tolist() if isinstance(key, (torch.Tensor, np.ndarray)) else key
+        if isinstance(idx, int):  # a 0-d tensor: one row, like a tensor's indexing
+            return self[idx]
+        idx = list(idx)
         return self._read([self._offset(int(i)) for i in idx], (len(idx), *self.shape[1:]))
 
     def _offset(self, i: int) -> int:
