@@ -258,6 +258,16 @@ def test_accuracy_axis_fits_the_data_unless_asked_for_0_to_100() -> None:
     assert list(charts.compare_figure(high, "acc", full_range=True).layout.yaxis.range) == [0, 1.02]
 
 
+def test_a_narrow_accuracy_axis_shows_a_decimal_so_its_ticks_do_not_repeat() -> None:
+    # Runs at 22-23%: the fitted axis spans 4 points and plotly ticks it every half point, which
+    # whole percents printed as "22%, 22%, 23%, 23%" (seen on Compare with 300 copied runs).
+    close = [_record("20250101-180000-a", "finetune", [0.22, 0.23]), _record("20250101-180100-b", "finetune", [0.225])]
+    assert charts.compare_figure(close, "acc").layout.yaxis.tickformat == ".1%"
+    assert charts.compare_figure(close, "acc", full_range=True).layout.yaxis.tickformat == ".0%"
+    wide = [_record("20250101-180000-a", "finetune", [0.3, 0.9])]
+    assert charts.compare_figure(wide, "acc").layout.yaxis.tickformat == ".0%"
+
+
 def test_each_run_s_best_epoch_is_starred_on_both_charts() -> None:
     for metric, y in (("acc", 0.8), ("loss", 0.7)):
         stars = [t for t in charts.compare_figure([FE, FT], metric).data if t.mode == "markers" and list(t.x) != [None]]

@@ -259,7 +259,9 @@ def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", includ
     fig.update_layout(title_text=title)
     _legend_below(fig, legend_rows + keys, height, top=40)
     if metric == "acc":
-        fig.update_yaxes(range=_acc_range(plotted, full_range), tickformat=".0%")
+        rng = _acc_range(plotted, full_range)
+        # Whole percents repeat on a narrow fitted axis (ticks 0.5 points apart read "24%, 24%"): one decimal there.
+        fig.update_yaxes(range=rng, tickformat=".0%" if rng[1] - rng[0] >= 0.1 else ".1%")
     else:
         fig.update_yaxes(rangemode="tozero")
     _epoch_axis(fig, longest)
