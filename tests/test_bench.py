@@ -94,3 +94,17 @@ def test_gpu_benchmark_reports_every_precision_mode(tmp_path):
     for label, *_ in gpu.MODES:
         assert f"| simple_cnn | {label} |" in report
     assert "| simple_cnn | bf16 autocast + channels_last |" in report.split("## Feature extraction")[1]
+
+
+def test_kernel_benchmark_prints_each_setting_per_pass(capsys):
+    """`python -m tlcore.bench.kernels` on a tiny input: one row per pass, one cell per arithmetic."""
+    from tlcore.bench import kernels
+
+    assert kernels.main(["--backbones", "simple_cnn", "--image-size", "32", "--batch-size", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| backbone |"))
+    assert all(label in header for label in ("fp32 contiguous", "fp32 channels_last", "bf16 contiguous",
+                                             "bf16 channels_last"))
+    rows = [line for line in out.splitlines() if line.startswith("| simple_cnn |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["forward", "train"]
+    assert all(r.count("x)") == 4 and "(1.00x)" in r for r in rows)
