@@ -174,3 +174,12 @@ def test_the_config_refuses_an_unknown_precision(tiny_config) -> None:
     assert tiny_config(precision="bf16").validate().precision == "bf16"
     with pytest.raises(ValueError, match="unknown precision 'fp16': choose one of auto, fp32, bf16"):
         tiny_config(precision="fp16").validate()
+
+
+def test_prediction_on_cpu_uses_channels_last_for_a_measured_backbone(conv_spy, make_finished_run, tmp_path: Path,
+                                                                      png_bytes) -> None:
+    run_id = make_finished_run(tmp_path / "runs", classes=("a", "b"))  # simple_cnn
+    conv_spy.calls.clear()
+    [result] = get_predictor(run_id=run_id, runs_dir=tmp_path / "runs", device="cpu").predict([png_bytes("coffee")])
+    assert result.error is None
+    assert conv_spy.calls and all(c == (torch.float32, True, True) for c in conv_spy.calls), conv_spy.calls
