@@ -111,8 +111,8 @@ def test_features_are_not_shared_across_precisions(monkeypatch, tiny_config) -> 
     import tlcore.train as tltrain
 
     # bf16 autocast runs on CPU too: stand in for a CUDA machine's mixed precision.
-    monkeypatch.setattr(device, "amp_dtype", lambda d: torch.bfloat16)
-    monkeypatch.setattr(tltrain, "amp_dtype", lambda d: torch.bfloat16)
+    monkeypatch.setattr(device, "amp_dtype", lambda d, *_: torch.bfloat16)
+    monkeypatch.setattr(tltrain, "amp_dtype", lambda d, *_: torch.bfloat16)
     _, events = _train(cfg)
     assert "feature cache hit" not in _logs(events)
 

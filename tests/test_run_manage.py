@@ -56,10 +56,13 @@ def test_default_learning_rates_per_strategy_and_optimizer() -> None:
 
 
 def test_advanced_settings_are_offered_only_where_they_apply() -> None:
-    assert form.advanced_fields("feature_extraction", "linear", "digits") == ["val_fraction", "weight_decay"]
-    assert form.advanced_fields("feature_extraction", "linear", "cifar10") == ["weight_decay"]  # its own test set
-    assert form.advanced_fields("partial", "mlp", None) == ["unfreeze_groups", "hidden", "val_fraction", "weight_decay"]
-    assert form.advanced_fields("gradual", "linear", "hymenoptera") == ["lr_factor", "head_epochs", "weight_decay"]
+    assert form.advanced_fields("feature_extraction", "linear", "digits") == ["val_fraction", "weight_decay",
+                                                                              "precision"]
+    assert form.advanced_fields("feature_extraction", "linear", "cifar10") == ["weight_decay", "precision"]  # own test set
+    assert form.advanced_fields("partial", "mlp", None) == ["unfreeze_groups", "hidden", "val_fraction", "weight_decay",
+                                                            "precision"]
+    assert form.advanced_fields("gradual", "linear", "hymenoptera") == ["lr_factor", "head_epochs", "weight_decay",
+                                                                        "precision"]
     assert form.advanced_fields("discriminative", "linear", "digits")[0] == "lr_factor"
     assert form.advanced_values(["hidden", "weight_decay"], {"hidden": "512-256", "weight_decay": 0.01,
                                                              "unfreeze_groups": 5}) == {
