@@ -66,8 +66,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     [f1] = (cache1 / "features").glob("*.safetensors")
     [f2] = (cache2 / "features").glob("*.safetensors")
     t1, t2 = load_file(f1), load_file(f2)
+    # Up to float rounding: Lite0 runs channels_last on CPU, whose kernels round differently for
+    # each rank's 24/23-row batches than for the whole split's (measured: at most 1.5e-5, on
+    # features up to 4.3); a row out of place would differ by whole units.
     for k in ("train_x", "val_x"):
-        assert torch.allclose(t1[k], t2[k], atol=1e-5), k
+        assert torch.allclose(t1[k], t2[k], atol=5e-5), k
     again = _tlcore(2, tmp_path / "two", *args, env={"TLCORE_CACHE": str(cache2)})
     assert again.returncode == 0 and "feature cache hit" in again.stderr, again.stderr[-3000:]
     assert _result(again)["best_val_acc"] == r2["best_val_acc"]
