@@ -207,11 +207,18 @@ elif not show_all:
 trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
 
 
+# The page's own run calls the fragment once inline: a run that ended in the milliseconds since
+# `records` were read must not rerun the page then (that dropped the "Queued run" message of a
+# run that ends at once); the next poll, a second later, redraws the page.
+st.session_state.train_page_run = True
+
+
 @st.fragment(run_every=1.0 if live else None)  # poll only while something trains
 def active_runs(watching: bool) -> None:
     # The poll rereads and redraws the active runs only; the ended runs' cards are drawn once per page run.
+    polled = not st.session_state.pop("train_page_run", False)
     live_now, active = jobs.store.active(), jobs.active()
-    if watching and {r.run_id for r in live_now} != set(live):
+    if watching and polled and {r.run_id for r in live_now} != set(live):
         st.rerun()  # a run ended or another process started one: redraw the whole page once
     for record in ui.runs_to_show(live_now, active, show_all=True):
         run_cards.run_card(jobs, record, active, labels, trails)

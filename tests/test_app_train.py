@@ -128,3 +128,25 @@ def test_bad_inputs_show_an_error_not_a_traceback(runs_dir: Path) -> None:
     at.radio(key="data_source").set_value("upload a .zip").run()
     at.button(key="start").click().run()
     assert not at.exception and "upload a .zip" in at.error[0].value
+
+
+def test_the_queued_message_stays_when_the_run_ends_before_the_poll(runs_dir: Path, monkeypatch) -> None:
+    """A tiny run can end between the page's run list and the poll's first look: the page must not
+    rerun then (that dropped the "Queued run" message), the next poll redraws it."""
+    from tlcore.runs import RunStore
+
+    at = train_page()
+    at.selectbox(key="image_size").set_value(32)
+    at.number_input(key="subset").set_value(5)
+    at.number_input(key="epochs").set_value(1)
+    real_active, looks = RunStore.active, []
+
+    def ended_at_once(store):  # the poll's first look finds nothing active any more
+        looks.append(1)
+        return [] if len(looks) == 1 else real_active(store)
+
+    monkeypatch.setattr(RunStore, "active", ended_at_once)
+    at.button(key="start").click().run()
+    assert looks and not at.exception
+    assert "Queued run" in at.success[0].value
+    wait_all(runs_dir)
