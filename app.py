@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-import nav
-from tlcore import warmup
-from tlcore.data import BUILTIN
+from tlcore.data.sources import BUILTIN
 from tlcore.paths import runs_root
+from tlcore.views import warmup
+from widgets import nav
 
 
 def home() -> None:
@@ -52,9 +52,9 @@ st.set_page_config(page_title="tlcore · transfer learning", page_icon=":materia
 # custom path there showed a "Page not found" dialog on a direct link.
 nav.mark_app_ran()
 # Once per server process: the pages' imports and the run index load in the background while the
-# visitor reads this page (tlcore/warmup.py), so the first visit of a page does not wait for them.
+# visitor reads this page (tlcore/views/warmup.py), so the first visit of a page does not wait for them.
 warmup.start(runs_root())
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), TRAIN, COMPARE, PREDICT, REPORT])
-if wanted := nav.page_wanted():  # a direct visit that Streamlit first ran without this script (see nav.py)
+if wanted := nav.page_wanted():  # a direct visit that Streamlit first ran without this script (see widgets/nav.py)
     st.switch_page(wanted)
 page.run()

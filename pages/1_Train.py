@@ -2,21 +2,20 @@
 
 import streamlit as st
 
-import build_here
-import nav
-import run_cards
-from tlcore import experiment_views, form, run_filters, ui
-from tlcore.charts import curves_figure
-from tlcore.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
-from tlcore.data import BUILTIN
-from tlcore.device import check_precision, gpu_count
+from tlcore import run_filters
+from tlcore.analysis.lr_find import lr_find
+from tlcore.data.sources import BUILTIN
 from tlcore.experiments import cancel_experiment, progress, start_experiment
-from tlcore.heads import HEAD_KINDS
-from tlcore.insight_charts import lr_find_figure
-from tlcore.jobs import JobManager, get_manager
-from tlcore.lr_find import lr_find
+from tlcore.models.heads import HEAD_KINDS
 from tlcore.paths import runs_root
-from tlcore.strategies import STRATEGIES
+from tlcore.training.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
+from tlcore.training.device import check_precision, gpu_count
+from tlcore.training.jobs import JobManager, get_manager
+from tlcore.training.strategies import STRATEGIES
+from tlcore.views import experiment_views, form, ui
+from tlcore.views.charts import curves_figure
+from tlcore.views.insight_charts import lr_find_figure
+from widgets import build_here, nav, run_cards
 
 nav.through_app("pages/1_Train.py")  # a fresh server's first request: the app's own navigation
 

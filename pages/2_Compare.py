@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-import nav
-import run_finder
-from tlcore import charts, experiment_report, experiment_views, run_filters, ui
+from tlcore import run_filters
+from tlcore.analysis import experiment_report
 from tlcore.experiments import ExperimentStore
-from tlcore.jobs import JobManager, get_manager
 from tlcore.paths import runs_root
+from tlcore.training.jobs import JobManager, get_manager
+from tlcore.views import charts, experiment_views, ui
+from widgets import nav, run_finder
 
 nav.through_app("pages/2_Compare.py")  # a fresh server's first request: the app's own navigation
 

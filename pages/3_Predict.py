@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-import nav
-import run_finder
-from tlcore import run_filters, ui
-from tlcore.charts import topk_figure
-from tlcore.jobs import JobManager, get_manager
+from tlcore import run_filters
 from tlcore.paths import runs_root
+from tlcore.training.jobs import JobManager, get_manager
+from tlcore.views import ui
+from tlcore.views.charts import topk_figure
+from widgets import nav, run_finder
 
 nav.through_app("pages/3_Predict.py")  # a fresh server's first request: the app's own navigation
 

@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-import nav
-from tlcore import insight_charts as charts
-from tlcore import ui
-from tlcore.holdout import evaluate_on
-from tlcore.jobs import JobManager, get_manager
+from tlcore.analysis.holdout import evaluate_on
+from tlcore.analysis.report import NO_RESULTS, NoResults, item_picture, run_report
 from tlcore.paths import runs_root
-from tlcore.report import NO_RESULTS, NoResults, item_picture, run_report
 from tlcore.runs import RunStore
+from tlcore.training.jobs import JobManager, get_manager
+from tlcore.views import insight_charts as charts
+from tlcore.views import ui
+from widgets import nav
 
 nav.through_app("pages/4_Report.py")  # a fresh server's first request: the app's own navigation
 

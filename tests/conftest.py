@@ -84,7 +84,7 @@ def worker_threads() -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def _no_workers_left() -> Iterator[None]:
     """Record every JobManager made; at the end of the session, none of their threads may be left."""
-    from tlcore import jobs
+    from tlcore.training import jobs
 
     real_init = jobs.JobManager.__init__
 
@@ -236,9 +236,9 @@ def write_finished_run(runs: Path, backbone: str = "simple_cnn", classes: tuple[
     What JobManager leaves behind (config, classes, one epoch of metrics, a finished status,
     model.safetensors) for tests of what reads runs: prediction, listing, pages.
     """
-    from tlcore import backbones
-    from tlcore.config import TrainConfig
+    from tlcore.models import backbones
     from tlcore.runs import RunStore
+    from tlcore.training.config import TrainConfig
 
     cfg = TrainConfig(**{"backbone": backbone, "strategy": "scratch", "image_size": 32, "device": "cpu", **config})
     store = RunStore(runs)
@@ -271,7 +271,7 @@ TINY = {
 
 def tiny_config(**overrides):
     """A TrainConfig that trains in about a second: digits, 5 images per class, 32 px."""
-    from tlcore.config import TrainConfig
+    from tlcore.training.config import TrainConfig
 
     return TrainConfig(**{**TINY, **overrides})
 
@@ -289,7 +289,7 @@ def run_training():
     Pass `events=[]` to keep the events of a run that raises, `stop=` a threading.Event, and
     `on_event(kind, data)` to act on events as they come (e.g. set the stop flag).
     """
-    from tlcore.train import train
+    from tlcore.training.train import train
 
     def run(stop=None, on_event=None, events=None, **overrides):
         events = [] if events is None else events

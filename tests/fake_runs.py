@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from tlcore.config import TrainConfig
 from tlcore.runs import RunStore, owner
+from tlcore.training.config import TrainConfig
 
 DEAD_OWNER = {"pid": 2**22 + 12345, "token": "gone", "pid_start": "1"}  # no such process
 

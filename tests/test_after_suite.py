@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tlcore.config import TrainConfig
-from tlcore.jobs import get_manager
 from tlcore.predict import get_predictor
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import get_manager
 
 
 @pytest.mark.after_suite

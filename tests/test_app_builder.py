@@ -10,8 +10,9 @@ from conftest import photo_patches
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tlcore import build_form, builder
-from tlcore.jobs import get_manager
+from tlcore.data import builder
+from tlcore.training.jobs import get_manager
+from tlcore.views import build_form
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

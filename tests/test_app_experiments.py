@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tlcore.experiments import ExperimentStore, Grid, start_experiment
-from tlcore.jobs import get_manager
+from tlcore.training.jobs import get_manager
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

@@ -11,8 +11,9 @@ import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tlcore import export, ui
-from tlcore.jobs import get_manager
+from tlcore.export import write as export
+from tlcore.training.jobs import get_manager
+from tlcore.views import ui
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 CLASSES = ["cat", "coffee", "rocket"]

@@ -11,9 +11,9 @@ import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tlcore import ui
-from tlcore.config import TrainConfig
-from tlcore.jobs import get_manager
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import get_manager
+from tlcore.views import ui
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/3_Predict.py"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tlcore.config import TrainConfig
-from tlcore.jobs import get_manager
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import get_manager
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/1_Train.py"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tlcore.jobs import get_manager
+from tlcore.data.uploads import save_upload
 from tlcore.runs import RunStore
-from tlcore.uploads import save_upload
+from tlcore.training.jobs import get_manager
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/1_Train.py"
@@ -80,7 +80,7 @@ def test_advanced_settings_appear_where_they_apply_and_reach_the_run(runs_dir: P
 
 def test_the_precision_is_an_advanced_setting_that_reaches_the_run(runs_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from tlcore import device
+    from tlcore.training import device
 
     at = train_page()
     assert at.selectbox(key="precision").value == "auto" and "native bf16" in at.selectbox(key="precision").help

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tlcore.jobs import JobManager
+from tlcore.training.jobs import JobManager
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/1_Train.py"

@@ -1,4 +1,4 @@
-"""Tests for tlcore.archive: every zip, hostile or not, is built here."""
+"""Tests for tlcore.data.archive: every zip, hostile or not, is built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.archive import ArchiveError, Extracted, extract_zip
+from tlcore.data.archive import ArchiveError, Extracted, extract_zip
 
 
 @pytest.fixture

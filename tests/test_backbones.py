@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tlcore import backbones
-from tlcore.backbones import get_backbone, list_backbones
-from tlcore.strategies import FineTune
+from tlcore.models import backbones
+from tlcore.models.backbones import get_backbone, list_backbones
+from tlcore.training.strategies import FineTune
 
 ALL = list_backbones()
 SMALL = 64  # every backbone accepts 64 px (adaptive pooling); much cheaper than 224
@@ -100,7 +100,7 @@ def test_cli_import_leaves_torchvision_unimported() -> None:
     import subprocess
     import sys
 
-    code = "import sys, tlcore.cli, tlcore.rng; print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
+    code = "import sys, tlcore.cli, tlcore.training.rng; print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -148,7 +148,7 @@ def test_lite0_packaged_weights_recognise_real_photos(photo: str, expected: set[
 
 def test_bind_generator_swaps_torchvision_stochastic_depth() -> None:
     """rng looks StochasticDepth up lazily: a torchvision model built later still gets its modules swapped."""
-    from tlcore.rng import GeneratorStochasticDepth, bind_generator
+    from tlcore.training.rng import GeneratorStochasticDepth, bind_generator
 
     model = backbones.build_model("efficientnet_b0", 3, pretrained=False)
     swapped = bind_generator(model, torch.Generator().manual_seed(0))

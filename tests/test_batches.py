@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tlcore import train as train_module
-from tlcore.batches import BatchMaker, center_crop, flip_crop
+from tlcore.data.batches import BatchMaker, center_crop, flip_crop
+from tlcore.training import train as train_module
 
 H, W, SIZE = 60, 80, 32
 
@@ -107,11 +107,11 @@ def test_batch_maker_augments_only_when_asked() -> None:
 def test_training_batches_are_augmented_and_validation_batches_never(augment: str, run_training,
                                                                      monkeypatch) -> None:
     """Through the real training loop: flip_crop runs for training batches only, and only when asked."""
-    import tlcore.batches
+    import tlcore.data.batches
 
     phase = {"now": "train"}
     calls = {"train": 0, "val": 0}
-    real_flip_crop, real_evaluate = tlcore.batches.flip_crop, train_module.evaluate
+    real_flip_crop, real_evaluate = tlcore.data.batches.flip_crop, train_module.evaluate
 
     def counting_flip_crop(*args, **kwargs):
         calls[phase["now"]] += 1
@@ -124,7 +124,7 @@ def test_training_batches_are_augmented_and_validation_batches_never(augment: st
         finally:
             phase["now"] = "train"
 
-    monkeypatch.setattr(tlcore.batches, "flip_crop", counting_flip_crop)
+    monkeypatch.setattr(tlcore.data.batches, "flip_crop", counting_flip_crop)
     monkeypatch.setattr(train_module, "evaluate", evaluate_marked)
     result, events = run_training(augment=augment, epochs=2)
     epochs = [data for kind, data in events if kind == "epoch"]

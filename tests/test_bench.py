@@ -15,7 +15,7 @@ import pytest
 from torchvision import datasets
 
 from tlcore import bench
-from tlcore.folders import scan_folder
+from tlcore.data.folders import scan_folder
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -385,7 +385,7 @@ def test_build_a_dataset_train_it_and_download_the_model(app_server: AppServer, 
 
     from conftest import photo_patches
 
-    from tlcore.bundle import load_predictor
+    from tlcore.export.bundle import load_predictor
 
     page = browser_page
     pictures = {}
@@ -512,9 +512,9 @@ def _made_runs(runs_dir: Path, tmp_path: Path) -> dict[str, str]:
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import write_class_folders, zip_folder
 
-    from tlcore.config import TrainConfig
-    from tlcore.jobs import get_manager
-    from tlcore.uploads import save_upload
+    from tlcore.data.uploads import save_upload
+    from tlcore.training.config import TrainConfig
+    from tlcore.training.jobs import get_manager
 
     manager = get_manager(runs_dir)
     photos = write_class_folders(tmp_path / "src" / "photos", per_class=6, classes=("cat", "coffee"))
@@ -609,8 +609,8 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import write_class_folders
 
-    from tlcore.config import TrainConfig
-    from tlcore.jobs import get_manager
+    from tlcore.training.config import TrainConfig
+    from tlcore.training.jobs import get_manager
 
     manager = get_manager(tl_env.runs)
     photos = write_class_folders(tmp_path / "photos", per_class=6)

@@ -1,4 +1,4 @@
-"""Data in: datasets built class by class (tlcore.builder), stored safely, and trained on."""
+"""Data in: datasets built class by class (tlcore.data.builder), stored safely, and trained on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from conftest import photo_patches
 from PIL import Image
 
-from tlcore import builder
-from tlcore.builder import BuildError
+from tlcore.data import builder
+from tlcore.data.builder import BuildError
 
 
 def encoded(img: Image.Image, fmt: str = "PNG") -> bytes:

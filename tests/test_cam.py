@@ -10,8 +10,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from tlcore import backbones
-from tlcore.cam import grad_cam
+from tlcore.analysis.cam import grad_cam
+from tlcore.models import backbones
 from tlcore.predict import Predictor, get_predictor
 
 TABBY = 281  # ImageNet's "tabby" class
@@ -51,7 +51,7 @@ def test_lite0_looks_at_the_cat() -> None:
 
 
 def test_a_trained_run_looks_at_the_cat(image_folder, tl_env, tiny_config) -> None:
-    from tlcore.jobs import get_manager
+    from tlcore.training.jobs import get_manager
 
     cfg = tiny_config(backbone="efficientnet_lite0", data=str(image_folder), strategy="feature_extraction",
                       epochs=3, lr=3e-3, image_size=128, subset=None, val_fraction=0.34)

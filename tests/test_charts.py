@@ -1,4 +1,4 @@
-"""Tests for tlcore.charts (figures and tables from runs) and the display helpers in tlcore.ui."""
+"""Tests for tlcore.views.charts (figures and tables from runs) and the display helpers in tlcore.views.ui."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import io
 import pandas as pd
 import pytest
 
-from tlcore import charts, ui
 from tlcore.predict import Prediction
 from tlcore.runs import RunRecord
+from tlcore.views import charts, ui
 
 
 def _metrics(accs: list[float]) -> list[dict]:
@@ -89,7 +89,7 @@ def _with(record: RunRecord, run_id: str | None = None, name: str = "", **config
 
 def test_runs_are_named_by_what_differs_between_them(tmp_path) -> None:
     """Two runs differing in image size, subset and lr are told apart by those, not by their start times."""
-    from tlcore.uploads import save_upload
+    from tlcore.data.uploads import save_upload
 
     zip_path = save_upload(b"PK\x05\x06" + bytes(18), "cats and dogs.zip", tmp_path)
     a = _with(FT, image_size=64, subset=20, lr=1e-3, data=str(zip_path))
@@ -167,7 +167,7 @@ def test_topk_figure_puts_the_most_likely_class_on_top() -> None:
     assert charts.topk_figure([("a", 1.0)]).data[0].y == ("a",)
 
 
-# ---- tlcore.ui display helpers ------------------------------------------------------------
+# ---- tlcore.views.ui display helpers ------------------------------------------------------------
 
 
 def test_progress_over_batches_and_epochs() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.backbones import list_backbones
 from tlcore.cli import main
-from tlcore.data import BUILTIN
-from tlcore.strategies import STRATEGIES
+from tlcore.data.sources import BUILTIN
+from tlcore.models.backbones import list_backbones
+from tlcore.training.strategies import STRATEGIES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_a_run_id_prefix_picks_the_one_run_or_lists_the_matches(tmp_path: Path, 
 
 def test_train_learning_rate_defaults_per_strategy_and_optimizer() -> None:
     from tlcore.cli import _config_from_args, build_parser
-    from tlcore.config import default_lr
+    from tlcore.training.config import default_lr
 
     def lr(*args: str) -> float:
         return _config_from_args(build_parser().parse_args(["train", *args])).lr
@@ -155,8 +155,8 @@ def test_train_learning_rate_defaults_per_strategy_and_optimizer() -> None:
 
 
 def test_runs_lists_uploads_by_their_file_name_and_user_names(tmp_path: Path, capsys) -> None:
+    from tlcore.data.uploads import save_upload
     from tlcore.runs import RunStore
-    from tlcore.uploads import save_upload
 
     stored = save_upload(b"PK\x05\x06" + bytes(18), "cats and dogs.zip", tmp_path / "uploads")
     store = RunStore(tmp_path / "runs")

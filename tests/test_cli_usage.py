@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tlcore import cli
-from tlcore import jobs as jobs_module
-from tlcore.config import TrainConfig
 from tlcore.runs import RunStore
+from tlcore.training import jobs as jobs_module
+from tlcore.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CATS = ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat")
@@ -111,7 +111,7 @@ def test_every_train_flag_reaches_the_submitted_config(monkeypatch, tmp_path: Pa
 
 
 def test_bf16_on_a_cpu_without_it_is_a_usage_error(monkeypatch, capsys, tmp_path: Path) -> None:
-    from tlcore import device
+    from tlcore.training import device
 
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     code = cli.main(["train", *TINY, "--precision", "bf16", "--runs-dir", str(tmp_path / "r")])

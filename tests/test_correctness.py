@@ -18,15 +18,16 @@ import pytest
 import torch
 from torch import nn
 
-from tlcore import backbones, features
-from tlcore.batches import BatchMaker, training_batches
-from tlcore.config import TrainConfig
-from tlcore.data import resolve_data
-from tlcore.folders import scan_folder
-from tlcore.jobs import JobManager
-from tlcore.spill import SpilledImages
-from tlcore.strategies import apply_train_mode, make_strategy
-from tlcore.train import step_milestones, train
+from tlcore.data.batches import BatchMaker, training_batches
+from tlcore.data.folders import scan_folder
+from tlcore.data.sources import resolve_data
+from tlcore.data.spill import SpilledImages
+from tlcore.models import backbones
+from tlcore.training import features
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import JobManager
+from tlcore.training.strategies import apply_train_mode, make_strategy
+from tlcore.training.train import step_milestones, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,8 +108,8 @@ def test_backbone_digest_follows_the_weights_not_the_head() -> None:
 def test_features_are_not_shared_across_precisions(monkeypatch, tiny_config) -> None:
     cfg = tiny_config(backbone="efficientnet_lite0", strategy="feature_extraction", epochs=1)
     _train(cfg)
-    import tlcore.device as device
-    import tlcore.train as tltrain
+    import tlcore.training.device as device
+    import tlcore.training.train as tltrain
 
     # bf16 autocast runs on CPU too: stand in for a CUDA machine's mixed precision.
     monkeypatch.setattr(device, "amp_dtype", lambda d, *_: torch.bfloat16)
@@ -426,7 +427,7 @@ def test_training_and_validation_folders_are_a_split_not_two_classes(tmp_path, m
 _EXTRACT = """
 import sys, time
 from pathlib import Path
-from tlcore.data import resolve_data
+from tlcore.data.sources import resolve_data
 print("ready", flush=True)
 go = Path(sys.argv[2])
 while not go.exists():
@@ -459,7 +460,7 @@ def test_two_processes_extracting_the_same_zip_at_once(tmp_path, make_class_fold
 
 
 def test_a_diverging_run_fails_with_where_and_what_to_do(tiny_config) -> None:
-    from tlcore.train import TrainingError
+    from tlcore.training.train import TrainingError
 
     with pytest.raises(TrainingError, match=r"the loss diverged at epoch 1, batch \d+ .*lower the learning rate \(it was 10\)"):
         _train(tiny_config(backbone="efficientnet_lite0", strategy="finetune", optimizer="sgd", lr=10, epochs=2))

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tlcore import data as tldata
-from tlcore.data import BUILTIN, DataError, resolve_data, stratified_split
-from tlcore.spill import SpilledImages
+from tlcore.data import sources as tldata
+from tlcore.data.sources import BUILTIN, DataError, resolve_data, stratified_split
+from tlcore.data.spill import SpilledImages
 
 SHARED_HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tlcore.device import configure_threads, pick_device
+from tlcore.training.device import configure_threads, pick_device
 
 
 def test_tlcore_threads_sets_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:

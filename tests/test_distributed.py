@@ -14,8 +14,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
-from tlcore import distributed
 from tlcore.runs import RunStore
+from tlcore.training import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--data", "digits", "--subset", "5", "--image-size", "32", "--device", "cpu", "--seed", "3")

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tlcore.backbones import get_backbone
-from tlcore.train import _Run, evaluate
+from tlcore.models.backbones import get_backbone
+from tlcore.training.train import _Run, evaluate
 
 
 def _run(tiny_config, batch_size: int, events: list) -> _Run:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.experiment_report import report
+from tlcore.analysis.experiment_report import report
 from tlcore.experiments import ExperimentStore, Grid, cancel_experiment, estimate, expand, progress, start_experiment
-from tlcore.jobs import JobManager
+from tlcore.training.jobs import JobManager
 
 
 def test_grid_expands_seed_major_with_each_cell_tagged(tiny_config) -> None:

@@ -18,9 +18,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from tlcore import export
-from tlcore.bundle import BundleError, load_predictor, open_bundle
-from tlcore.jobs import JobManager
+from tlcore.export import write as export
+from tlcore.export.bundle import BundleError, load_predictor, open_bundle
+from tlcore.training.jobs import JobManager
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")

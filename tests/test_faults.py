@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from tlcore import train as train_module
-from tlcore.jobs import JobManager
-from tlcore.train import TrainingError
+from tlcore.training import train as train_module
+from tlcore.training.jobs import JobManager
+from tlcore.training.train import TrainingError
 
 
 def test_gpu_out_of_memory_fails_with_a_smaller_batch_hint(run_training, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests for tlcore.folders: dataset folders are laid out here, in tmp_path."""
+"""Tests for tlcore.data.folders: dataset folders are laid out here, in tmp_path."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.folders import FolderError, FolderScan, scan_folder
+from tlcore.data.folders import FolderError, FolderScan, scan_folder
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlcore import backbones
+from tlcore.models import backbones
 
 GRADUAL = {"backbone": "efficientnet_lite0", "strategy": "gradual", "head": "mlp", "hidden": (32,), "lr": 1e-2,
            "val_fraction": 0.05}  # 50 training and 90 validation images

@@ -1,4 +1,4 @@
-"""Tests for tlcore.images: every input is built here, in tmp_path."""
+"""Tests for tlcore.data.images: every input is built here, in tmp_path."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from tlcore.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, load_square, open_image
+from tlcore.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, load_square, open_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -173,7 +173,7 @@ def test_image_over_max_pixels_but_under_pillow_limit_is_refused(tmp_path: Path)
     script = textwrap.dedent(
         """
         import resource, sys
-        from tlcore.images import ImageError, load_square
+        from tlcore.data.images import ImageError, load_square
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             load_square(sys.argv[1], 64)

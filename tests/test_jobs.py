@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tlcore import jobs
-from tlcore.jobs import JobManager
 from tlcore.runs import RunStore, read_json, write_json
+from tlcore.training import jobs
+from tlcore.training.jobs import JobManager
 
 RUN_FILES = {"config.json", "status.json", "metrics.json", "classes.json", "model.safetensors"}
 

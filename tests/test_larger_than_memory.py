@@ -14,15 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tlcore import backbones
-from tlcore import data as tldata
-from tlcore import train as tltrain
-from tlcore.batches import BatchMaker
 from tlcore.bench import scaling
-from tlcore.data import resolve_data
+from tlcore.data import sources as tldata
+from tlcore.data.batches import BatchMaker
+from tlcore.data.sources import resolve_data
+from tlcore.data.spill import SpilledImages
+from tlcore.data.stream import decoded_batches, ordered_map, prefetch
+from tlcore.models import backbones
 from tlcore.runs import RunStore
-from tlcore.spill import SpilledImages
-from tlcore.stream import decoded_batches, ordered_map, prefetch
+from tlcore.training import train as tltrain
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 

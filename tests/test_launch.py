@@ -21,11 +21,13 @@ import pytest
 import torch
 from torch import nn
 
-from tlcore import backbones, cli, distributed, launch
-from tlcore.config import TrainConfig
-from tlcore.jobs import JobManager
+from tlcore import cli
+from tlcore.models import backbones
 from tlcore.runs import RunStore
-from tlcore.strategies import apply_train_mode, make_strategy
+from tlcore.training import distributed, launch
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import JobManager
+from tlcore.training.strategies import apply_train_mode, make_strategy
 
 TINY = dict(backbone="simple_cnn", strategy="scratch", data="digits", subset=5, image_size=32, device="cpu",
             batch_size=8, seed=3)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlcore import backbones
-from tlcore.lr_find import lr_find, sweep, valley
+from tlcore.analysis.lr_find import lr_find, sweep, valley
+from tlcore.models import backbones
 
 
 def _model_and_batches(seed: int = 0):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from fake_runs import age, fake_run, finish
 
-from tlcore import memo, run_filters, ui
+from tlcore import memo, run_filters
 from tlcore.runs import RunStore
+from tlcore.views import ui
 
 
 def listed(store: RunStore):

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from tlcore import device as device_module
 from tlcore.predict import get_predictor
+from tlcore.training import device as device_module
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def cpu_like_a_gpu(monkeypatch):
                 if getattr(module, attr, None) is real[attr]:
                     monkeypatch.setattr(module, attr, fake)
                     patched.append(f"{name}.{attr}")
-    assert "tlcore.device.amp_dtype" in patched and "tlcore.train.memory_format" in patched, patched
+    assert "tlcore.training.device.amp_dtype" in patched and "tlcore.training.train.memory_format" in patched, patched
     return patched
 
 
@@ -55,7 +55,7 @@ class ConvSpy:
 @pytest.fixture
 def conv_spy(monkeypatch) -> ConvSpy:
     """A ConvSpy on every model that build_model makes during the test."""
-    from tlcore import backbones
+    from tlcore.models import backbones
 
     spy = ConvSpy()
     real_build = backbones.build_model

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.jobs import JobManager
 from tlcore.predict import get_predictor, run_predictor
+from tlcore.training.jobs import JobManager
 
 CLASSES = ["cat", "coffee", "rocket"]
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from tlcore import predict
-from tlcore.backbones import build_model, get_backbone, get_module
-from tlcore.jobs import JobManager
+from tlcore.models.backbones import build_model, get_backbone, get_module
 from tlcore.predict import get_predictor
 from tlcore.runs import RunStore, read_json
+from tlcore.training.jobs import JobManager
 
 
 def _get(run_id: str, runs: Path):

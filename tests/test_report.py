@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
+from tlcore.analysis.holdout import HoldoutError, evaluate_on
+from tlcore.analysis.lr_find import LRFinderResult
+from tlcore.analysis.report import NO_RESULTS, Interpretation, NoResults, item_picture, run_report
 from tlcore.cli import main
-from tlcore.holdout import HoldoutError, evaluate_on
-from tlcore.insight_charts import cells, confusion_figure, lr_find_figure, most_confused_table, per_class_table
-from tlcore.lr_find import LRFinderResult
-from tlcore.report import NO_RESULTS, Interpretation, NoResults, item_picture, run_report
 from tlcore.runs import RunNotFound, RunStore
+from tlcore.views.insight_charts import cells, confusion_figure, lr_find_figure, most_confused_table, per_class_table
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_config, make_class_folders) -> tuple[Path, str, str, Path]:
     """(runs folder, folder-data run id, digits run id, its photo folder): two tiny finished runs."""
-    from tlcore.jobs import JobManager
+    from tlcore.training.jobs import JobManager
 
     base = tmp_path_factory.mktemp("report")
     photos = make_class_folders(base / "photos", per_class=8)

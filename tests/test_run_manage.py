@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tlcore import form, ui
-from tlcore.config import default_lr
+from tlcore.data.uploads import save_upload
 from tlcore.runs import RunStore
-from tlcore.uploads import save_upload
+from tlcore.training.config import default_lr
+from tlcore.views import form, ui
 
 
 def _finished(store: RunStore, run_id: str, **config) -> str:

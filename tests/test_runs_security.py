@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlcore import features, weights
+from tlcore.models import weights
 from tlcore.predict import get_predictor
 from tlcore.runs import RunDamaged, RunStore, validate_run_id, write_json
+from tlcore.training import features
 
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 

@@ -9,8 +9,11 @@ import sys
 import pytest
 from fake_runs import fake_run
 
-from tlcore import backbones, data, heads, names, strategies
+from tlcore import names
+from tlcore.data import sources as data
+from tlcore.models import backbones, heads
 from tlcore.runs import RunStore
+from tlcore.training import strategies
 
 HEAVY = ("torch", "torchvision", "numpy", "pandas", "plotly", "PIL", "sklearn", "safetensors")
 
@@ -38,7 +41,7 @@ def test_runs_imports_nothing_heavy(env, tmp_path) -> None:
     fake_run(store, 1)  # digits
     fake_run(store, 2, data=str(tmp_path / "photos" / "ants_bees"))  # a folder: its name via builder/uploads
     modules = imported_modules(["runs", "--data", "digits,ants_bees", "--backbone", "simple_cnn"], env)
-    assert "tlcore.run_filters" in modules and "tlcore.builder" in modules  # the listing really ran
+    assert "tlcore.run_filters" in modules and "tlcore.data.builder" in modules  # the listing really ran
     assert heavy(modules) == []
     modules = imported_modules(["runs", "--json"], env)
     assert heavy(modules) == []

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlcore import stats
+from tlcore.analysis import stats
 
 
 def test_wilson_interval_matches_the_formula_by_hand() -> None:

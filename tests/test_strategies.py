@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tlcore import backbones
-from tlcore.heads import DEFAULT_MLP_HIDDEN, make_head
-from tlcore.strategies import (
+from tlcore.models import backbones
+from tlcore.models.heads import DEFAULT_MLP_HIDDEN, make_head
+from tlcore.training.strategies import (
     STRATEGIES,
     Discriminative,
     FeatureExtraction,

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tlcore import backbones
-from tlcore import train as tltrain
-from tlcore.batches import BatchMaker
-from tlcore.data import resolve_data
-from tlcore.train import Cancelled, TrainingError
+from tlcore.data.batches import BatchMaker
+from tlcore.data.sources import resolve_data
+from tlcore.models import backbones
+from tlcore.training import train as tltrain
+from tlcore.training.train import Cancelled, TrainingError
 
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 LITE0_HEAD = 1280 * 10 + 10  # Lite0's linear head for the 10 digit classes

@@ -1,4 +1,4 @@
-"""Tests for tlcore.uploads: dataset zips from the browser are checked and stored by content hash."""
+"""Tests for tlcore.data.uploads: dataset zips from the browser are checked and stored by content hash."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlcore import ui
-from tlcore.data import check_data_spec, resolve_data
-from tlcore.uploads import MAX_UPLOAD_BYTES, UploadError, recent_uploads, save_upload, upload_name
+from tlcore.data.sources import check_data_spec, resolve_data
+from tlcore.data.uploads import MAX_UPLOAD_BYTES, UploadError, recent_uploads, save_upload, upload_name
+from tlcore.views import ui
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.data import resolve_data
-from tlcore.jobs import JobManager
+from tlcore.data.sources import resolve_data
 from tlcore.runs import RunStore
+from tlcore.training.jobs import JobManager
 
 
 def _check_contract(results: dict, summary: dict) -> None:

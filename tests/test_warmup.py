@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 CHECK = """
 import gc, sys, time
-from tlcore import warmup
+from tlcore.views import warmup
 from tlcore.run_index import index_for
 from tlcore.runs import RunStore
 root = sys.argv[1]

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torchvision
 
-from tlcore import backbones, weights
-from tlcore.weights import WeightsUnavailable
+from tlcore.models import backbones, weights
+from tlcore.models.weights import WeightsUnavailable
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
 RESNET18_URL = f"https://download.pytorch.org/models/{RESNET18_FILE}"

@@ -10,13 +10,14 @@ import argparse
 import json
 import sys
 
-# Nothing here imports torch, numpy or pandas at module level: `runs` and `--help` start in a
-# fraction of a second (torch alone takes 1.5 s); each command imports what it needs.
-from tlcore.config import AUGMENTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
 from tlcore.insight_cli import add_lr_find_arguments, add_report_arguments, cmd_lr_find, cmd_report, write_cams
 from tlcore.names import BACKBONES, BUILTIN, HEAD_KINDS, STRATEGIES
 from tlcore.paths import runs_root
 from tlcore.sweep_cli import add_sweep_arguments
+
+# Nothing here imports torch, numpy or pandas at module level: `runs` and `--help` start in a
+# fraction of a second (torch alone takes 1.5 s); each command imports what it needs.
+from tlcore.training.config import AUGMENTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig, default_lr
 
 RUNS_SCREEN = 20  # `runs` lists a screenful by default
 
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_backbones(args) -> int:
-    from tlcore.catalog import backbone_table
+    from tlcore.models.catalog import backbone_table
 
     rows = backbone_table()
     if args.json:
@@ -162,11 +163,11 @@ def _config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from tlcore import distributed
-    from tlcore.data import check_data_spec
-    from tlcore.device import check_precision
-    from tlcore.jobs import get_manager
+    from tlcore.data.sources import check_data_spec
     from tlcore.runs import validate_run_id
+    from tlcore.training import distributed
+    from tlcore.training.device import check_precision
+    from tlcore.training.jobs import get_manager
 
     cfg = _config_from_args(args)
     try:
@@ -231,8 +232,8 @@ def _train_follower(cfg: TrainConfig, world) -> int:
     """A torchrun process other than rank 0: trains its share in step with rank 0, writes nothing."""
     import signal
 
-    from tlcore import distributed
-    from tlcore.train import Cancelled, train
+    from tlcore.training import distributed
+    from tlcore.training.train import Cancelled, train
 
     # Ctrl-C (torchrun forwards SIGINT to every process) is rank 0's to act on: it stops between
     # batches and records the run `cancelled`; this process ends when rank 0 has left. Stopping
@@ -249,9 +250,9 @@ def _train_follower(cfg: TrainConfig, world) -> int:
 
 
 def cmd_predict(args) -> int:
+    from tlcore.models.weights import WeightsUnavailable
     from tlcore.predict import get_predictor
     from tlcore.runs import RunNotFound
-    from tlcore.weights import WeightsUnavailable
 
     if args.topk < 1:
         return _usage_error(f"--topk must be at least 1, got {args.topk}")
@@ -259,7 +260,7 @@ def cmd_predict(args) -> int:
         return _usage_error("--cam needs --backbone or --run (an exported bundle has no gradients to follow)")
     try:
         if args.model:
-            from tlcore.bundle import load_predictor
+            from tlcore.export.bundle import load_predictor
 
             predictor = load_predictor(args.model, device=args.device)
             print(f"tlcore: {predictor.name}: {predictor.model_file} on {predictor.engine}", file=sys.stderr)
@@ -287,7 +288,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tlcore.export import ExportError, export_run, parse_formats
+    from tlcore.export.write import ExportError, export_run, parse_formats
     from tlcore.runs import RunNotFound
 
     try:

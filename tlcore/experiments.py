@@ -16,11 +16,11 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tlcore.backbones import get_backbone, list_backbones
-from tlcore.config import TrainConfig
 from tlcore.experiment_index import files_for
+from tlcore.models.backbones import get_backbone, list_backbones
 from tlcore.runs import ACTIVE, FINAL, RunNotFound, RunStore, read_json, validate_run_id, write_json
-from tlcore.strategies import STRATEGIES
+from tlcore.training.config import TrainConfig
+from tlcore.training.strategies import STRATEGIES
 
 FOLDER = "experiments"
 MAX_RUNS = 200  # a grid beyond this is almost surely a typo (e.g. 100 seeds x 3 x 3)
@@ -290,7 +290,7 @@ def _measured(history: list, cfg: TrainConfig) -> float | None:
 
 def count_images(base: TrainConfig) -> int:
     """Images one run of the experiment will decode (train + validation), for the estimate."""
-    from tlcore.data import resolve_data
+    from tlcore.data.sources import resolve_data
 
     seed = base.seed if base.data_seed is None else base.data_seed
     return resolve_data(base.data, val_fraction=base.val_fraction, subset=base.subset, seed=seed).num_images

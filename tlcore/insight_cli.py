@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tlcore.config import DEVICES
+from tlcore.training.config import DEVICES
 
 
 def _error(message: str) -> int:
@@ -29,8 +29,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args, runs_dir) -> int:
-    from tlcore.holdout import evaluate_on
-    from tlcore.report import NoResults, run_report
+    from tlcore.analysis.holdout import evaluate_on
+    from tlcore.analysis.report import NoResults, run_report
     from tlcore.runs import RunNotFound, RunStore
 
     try:
@@ -67,8 +67,8 @@ def add_lr_find_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_lr_find(args, cfg) -> int:
-    from tlcore.data import check_data_spec
-    from tlcore.lr_find import lr_find
+    from tlcore.analysis.lr_find import lr_find
+    from tlcore.data.sources import check_data_spec
 
     if not 0 < args.start_lr < args.end_lr or args.num_iter < 5:
         return _error("need 0 < --start-lr < --end-lr and --num-iter of at least 5")
@@ -90,8 +90,8 @@ def cmd_lr_find(args, cfg) -> int:
 
 def write_cams(predictor, images: list[str], folder: str) -> list[dict]:
     """Grad-CAM overlays for each image as `folder/<stem>.cam.png`: {cam, cam_peak} or {cam_error}."""
-    from tlcore.cam import grad_cam
-    from tlcore.images import ImageError
+    from tlcore.analysis.cam import grad_cam
+    from tlcore.data.images import ImageError
 
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ def dataset_name(spec: str | None) -> str:
     if not spec:
         return "?"
     # Imported here: builder pulls numpy and PIL, which a plain name never needs.
-    from tlcore.builder import built_name
-    from tlcore.uploads import upload_name
+    from tlcore.data.builder import built_name
+    from tlcore.data.uploads import upload_name
 
     if spec in BUILTIN:
         return spec

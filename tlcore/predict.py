@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from tlcore import backbones
-from tlcore.batches import BatchMaker
-from tlcore.config import TrainConfig
-from tlcore.device import autocast, memory_format, pick_device, tune_allocator
-from tlcore.images import ImageError, load_square
+from tlcore.data.batches import BatchMaker
+from tlcore.data.images import ImageError, load_square
+from tlcore.models import backbones
 from tlcore.runs import RunStore
+from tlcore.training.config import TrainConfig
+from tlcore.training.device import autocast, memory_format, pick_device, tune_allocator
 
 CACHE_SIZE = 3
 

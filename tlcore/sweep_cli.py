@@ -49,11 +49,11 @@ def parse_grid(args):
 
 def cmd_sweep(args, base) -> int:
     """Run the experiment; 0 when every run finished, 1 otherwise, 2 for a bad grid."""
-    from tlcore.data import check_data_spec
-    from tlcore.experiment_report import report
+    from tlcore.analysis.experiment_report import report
+    from tlcore.data.sources import check_data_spec
     from tlcore.experiments import cancel_experiment, start_experiment
-    from tlcore.jobs import get_manager
     from tlcore.paths import runs_root
+    from tlcore.training.jobs import get_manager
 
     try:
         grid = parse_grid(args)

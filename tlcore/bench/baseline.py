@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlcore import backbones
+from tlcore.models import backbones
 
 # ---- the baseline: the PyTorch tutorial loop ----------------------------------------------
 

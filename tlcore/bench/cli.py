@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from tlcore import backbones
 from tlcore.bench.common import HYMENOPTERA, ROWS
 from tlcore.bench.inputs import engine_version, find_hymenoptera, folder_datasets, make_standin, set_allocator
 from tlcore.bench.report import render_report
 from tlcore.bench.rows import Setup, bench_rows, study_threads, warm_up
-from tlcore.config import TrainConfig
-from tlcore.device import pick_device
+from tlcore.models import backbones
+from tlcore.training.config import TrainConfig
+from tlcore.training.device import pick_device
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tlcore.backbones import build_model
 from tlcore.bench.inputs import make_standin
+from tlcore.models.backbones import build_model
 
 # (label, autocast dtype or None, channels_last, cudnn.benchmark). tlcore's CUDA default is the
 # third row; the last says whether letting cuDNN time its kernels for a fixed size would pay.

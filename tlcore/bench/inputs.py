@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 from torchvision import datasets, transforms
 
-from tlcore import device as tl_device
 from tlcore import paths
 from tlcore.bench.common import HYMENOPTERA
+from tlcore.training import device as tl_device
 
 # ---- data ---------------------------------------------------------------------------------
 
@@ -81,10 +81,10 @@ def set_allocator(mode: str) -> str:
         return "glibc defaults for every row (this tlcore does not tune the allocator)"
     if mode == "tuned":
         tune()
-        return ("tuned for every row, baseline included (`tlcore.device.tune_allocator`: glibc mmap and "
+        return ("tuned for every row, baseline included (`tlcore.training.device.tune_allocator`: glibc mmap and "
                 "trim thresholds raised, as tlcore's train and predict do), so rows compare loops, not allocators")
     return ("glibc defaults for the baseline rows and the floor, which run first; tlcore's train and predict "
-            "tune it (`tlcore.device.tune_allocator`)")
+            "tune it (`tlcore.training.device.tune_allocator`)")
 
 
 def engine_version() -> str:

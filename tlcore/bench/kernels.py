@@ -7,7 +7,7 @@ contiguous and bf16 autocast channels_last. The settings are interleaved round b
 burst of load from other processes hits them alike, and each keeps its fastest round.
 Times are this process's CPU seconds, not wall clock: with one torch thread they are the
 work itself, and on a 2-core machine shared with others' tests the wall clock measured mostly
-the neighbours (3-10x the CPU time). `tlcore.device` picks the CPU defaults from this table.
+the neighbours (3-10x the CPU time). `tlcore.training.device` picks the CPU defaults from this table.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tlcore import backbones
 from tlcore.bench.measure import Meter
-from tlcore.device import tune_allocator
+from tlcore.models import backbones
+from tlcore.training.device import tune_allocator
 
 SETTINGS = (("fp32", torch.contiguous_format), ("fp32", torch.channels_last),
             ("bf16", torch.contiguous_format), ("bf16", torch.channels_last))

@@ -17,13 +17,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlcore import backbones
 from tlcore.bench.baseline import baseline_model, floor_pass, loaders_for, tutorial_loop
 from tlcore.bench.common import GB, ROWS
 from tlcore.bench.inputs import pick_photo
 from tlcore.bench.measure import Meter, Row
-from tlcore.config import TrainConfig
-from tlcore.jobs import JobManager
+from tlcore.models import backbones
+from tlcore.training.config import TrainConfig
+from tlcore.training.jobs import JobManager
 
 # ---- tlcore -------------------------------------------------------------------------------
 
@@ -234,9 +234,9 @@ def study_threads(setup: Setup, log: Callable[[str], None], repeats: int = 2) ->
     """
     from torch.utils.data import Subset
 
-    from tlcore.batches import BatchMaker
-    from tlcore.data import resolve_data
-    from tlcore.features import extract_features
+    from tlcore.data.batches import BatchMaker
+    from tlcore.data.sources import resolve_data
+    from tlcore.training.features import extract_features
 
     n = min(64, len(setup.sets["train"]))
     subset = {"train": Subset(setup.sets["train"], range(n))}

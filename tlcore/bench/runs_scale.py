@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tlcore import ui
 from tlcore.run_index import RACY_NS
 from tlcore.runs import RunStore, owner, read_json, write_json
+from tlcore.views import ui
 
 REPO = Path(__file__).resolve().parents[2]
 # (name, URL path, heading, the page's last element: its script has run to the end once it shows, or None:

@@ -6,7 +6,7 @@ frozen features learns it, chance is 1/3), once, into a folder it reuses. Each s
 folder of hard links to the first images of the largest one. Then, for each size, it runs in a
 child process, with the default memory budget and a fresh feature cache:
 
-- a feature-extraction run (`tlcore.train.train`, the path the CLI and the app take): wall time
+- a feature-extraction run (`tlcore.training.train.train`, the path the CLI and the app take): wall time
   per image (the whole child, imports included, and the extraction phase alone), peak RSS
   (`os.wait4` of that child), the disk its spill files and its feature cache took, and whether
   any spill file is left behind;
@@ -164,9 +164,9 @@ def child(kind: str, data: str, batches: int, image_size: int | None, prefetch: 
     """One run in this process; returns its phase timings (printed as the last line)."""
     import threading as th
 
-    from tlcore import train as tltrain
-    from tlcore.config import TrainConfig
-    from tlcore.train import Cancelled, train
+    from tlcore.training import train as tltrain
+    from tlcore.training.config import TrainConfig
+    from tlcore.training.train import Cancelled, train
 
     if prefetch is not None:
         tltrain.PREFETCH = prefetch
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=40, help="fine-tuning batches to run before stopping (default 40)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's, 224)")
     p.add_argument("--prefetch", type=int, default=None,
-                   help="training batches gathered ahead (default: tlcore.train.PREFETCH; 0: none)")
+                   help="training batches gathered ahead (default: tlcore.training.train.PREFETCH; 0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write every measured row to this file")
     p.add_argument("--child", choices=("features", "finetune"), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)

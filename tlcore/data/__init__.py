@@ -1,0 +1,1 @@
+"""Images in: dataset folders and zips, safe decoding, splits, spilling to disk, batches."""

@@ -1,0 +1,1 @@
+"""Networks: the backbone registry, heads, the offline Lite0 and the scratch CNN, weights, prediction."""

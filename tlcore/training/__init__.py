@@ -1,0 +1,1 @@
+"""The training engine: configuration, strategies, the loop, the feature cache, jobs, torchrun."""

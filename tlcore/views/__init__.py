@@ -1,0 +1,1 @@
+"""What the pages show, without streamlit: choices, labels, figures and tables."""

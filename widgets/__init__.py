@@ -1,0 +1,1 @@
+"""Streamlit code the pages share (tlcore never imports streamlit): navigation, run pickers, run cards."""

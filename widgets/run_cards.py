@@ -1,0 +1,72 @@
+"""A run's card on the Train page: label and state, progress or outcome, curves, rename or delete,
+and the model download. Widgets only; what they show comes from tlcore.views.ui and tlcore.views.charts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tlcore.export import write as export
+from tlcore.runs import RunRecord
+from tlcore.training.jobs import JobManager
+from tlcore.views import ui
+from tlcore.views.charts import curves_figure
+
+
+def download_model(jobs: JobManager, rid: str) -> None:
+    """The run as a model bundle zip: built on the first click (ONNX checked), then kept in the run's folder."""
+    st.download_button("Download model", lambda: export.bundle_zip(rid, jobs.store.root).read_bytes(),
+                       export.download_name(rid), "application/zip", key=f"model_{rid}", on_click="ignore",
+                       icon=":material/download:", help="model.onnx + model.safetensors + tlcore.json + README: "
+                       "runs with onnxruntime anywhere, or Predict > an exported model")
+
+
+def manage(jobs: JobManager, record: RunRecord) -> None:
+    """Rename or delete an ended run (deleting asks first)."""
+    rid = record.run_id
+    with st.popover("Rename or delete", icon=":material/edit:"):
+        name = st.text_input("Your name for this run", record.name, key=f"name_{rid}", max_chars=80)
+        if st.button("Save name", key=f"rename_{rid}"):
+            jobs.store.set_name(rid, name)
+            st.rerun()
+        if st.button("Delete run", key=f"delete_{rid}", icon=":material/delete:"):
+            st.session_state[f"confirm_{rid}"] = True
+        if st.session_state.get(f"confirm_{rid}"):
+            st.warning("Delete this run, its curves and its weights? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Yes, delete", key=f"delete_yes_{rid}", type="primary"):
+                jobs.store.delete(rid)
+                del st.session_state[f"confirm_{rid}"]
+                st.rerun()
+            if no.button("Keep it", key=f"delete_no_{rid}"):
+                del st.session_state[f"confirm_{rid}"]
+                st.rerun()
+
+
+def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict) -> None:
+    """One run's card: label and state, progress or outcome, curves, and what can be done with it.
+
+    `active`: the runs this process trains (they can be cancelled here); `labels`: `ui.run_labels`
+    of every run; `trails`: per run, the batches this session saw (pace and live loss)."""
+    snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
+    trail = ui.track(trails.setdefault(record.run_id, []), snap)
+    with st.container(border=True):
+        st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
+        st.caption(ui.run_details(snap))
+        if snap["status"] in ("queued", "running"):
+            frac, where = ui.progress_of(snap)
+            st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
+            if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
+                jobs.cancel(record.run_id)
+        elif snap["status"] == "failed":
+            st.error(ui.run_message(snap))
+        elif snap.get("message"):
+            st.warning(ui.run_message(snap))
+        st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
+        if snap.get("metrics") or ui.live_losses(trail):
+            st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
+                                          if snap["status"] == "running" else None),
+                            theme="streamlit", key=f"curves_{record.run_id}")
+        if record.run_id not in active and record.state not in ("queued", "running"):
+            manage(jobs, record)
+        if snap["status"] == "finished":
+            download_model(jobs, record.run_id)
