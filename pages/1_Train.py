@@ -229,6 +229,6 @@ if not records:
 elif hidden and not show_all:
     st.caption(f"{hidden} older or failed runs not shown: turn on **Show all runs**.")
 active_runs(bool(live))
-for ended_record in ended:
-    run_cards.run_card(jobs, ended_record, [], labels, trails)
+for n, ended_record in enumerate(ended):
+    run_cards.run_card(jobs, ended_record, [], labels, trails, newest=n == 0)
 st.page_link("pages/2_Compare.py", label="Compare all runs", icon=":material/stacked_line_chart:")

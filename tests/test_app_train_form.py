@@ -169,3 +169,17 @@ def test_rename_then_delete_with_a_confirmation(runs_dir: Path) -> None:
     at.button(key=f"delete_yes_{doomed}").click().run()
     assert not at.exception and not (runs_dir / doomed).exists()
     assert [r.run_id for r in RunStore(runs_dir).list()] == [keep]
+
+
+def test_only_the_newest_ended_run_draws_its_curves_until_asked(runs_dir: Path) -> None:
+    """Each plotly chart costs the browser a second or more: ended runs' curves wait for a toggle,
+    except the newest's (issue 13: the Train page drew one chart per card)."""
+    from fake_runs import fake_run
+
+    store = RunStore(runs_dir)
+    ids = [fake_run(store, i) for i in range(4)]
+    at = train_page()
+    assert [c.key for c in at.get("plotly_chart")] == [f"curves_{ids[-1]}"]
+    assert at.toggle(key=f"show_curves_{ids[-1]}").value and not at.toggle(key=f"show_curves_{ids[0]}").value
+    at.toggle(key=f"show_curves_{ids[0]}").set_value(True).run()
+    assert {c.key for c in at.get("plotly_chart")} == {f"curves_{ids[-1]}", f"curves_{ids[0]}"}

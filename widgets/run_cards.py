@@ -42,11 +42,13 @@ def manage(jobs: JobManager, record: RunRecord) -> None:
                 st.rerun()
 
 
-def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict) -> None:
+def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict,
+             newest: bool = False) -> None:
     """One run's card: label and state, progress or outcome, curves, and what can be done with it.
 
     `active`: the runs this process trains (they can be cancelled here); `labels`: `ui.run_labels`
-    of every run; `trails`: per run, the batches this session saw (pace and live loss)."""
+    of every run; `trails`: per run, the batches this session saw (pace and live loss); `newest`:
+    the first ended card, whose curves are drawn without asking."""
     snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
     trail = ui.track(trails.setdefault(record.run_id, []), snap)
     with st.container(border=True):
@@ -62,7 +64,12 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
         elif snap.get("message"):
             st.warning(ui.run_message(snap))
         st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
-        if snap.get("metrics") or ui.live_losses(trail):
+        live = snap["status"] in ("queued", "running")
+        # Each plotly chart costs the browser about a second to draw (several on a busy machine):
+        # an ended run's curves wait for the toggle, except the newest's and those this session
+        # watched train. Compare is where ended runs' curves are read side by side.
+        if (snap.get("metrics") or ui.live_losses(trail)) and (
+                live or st.toggle("Curves", value=newest or bool(trail), key=f"show_curves_{record.run_id}")):
             st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
                                           if snap["status"] == "running" else None),
                             theme="streamlit", key=f"curves_{record.run_id}")
