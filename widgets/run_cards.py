@@ -65,15 +65,24 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
             st.warning(ui.run_message(snap))
         st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
         live = snap["status"] in ("queued", "running")
-        # Each plotly chart costs the browser about a second to draw (several on a busy machine):
-        # an ended run's curves wait for the toggle, except the newest's and those this session
-        # watched train. Compare is where ended runs' curves are read side by side.
-        if (snap.get("metrics") or ui.live_losses(trail)) and (
-                live or st.toggle("Curves", value=newest or bool(trail), key=f"show_curves_{record.run_id}")):
-            st.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
-                                          if snap["status"] == "running" else None),
-                            theme="streamlit", key=f"curves_{record.run_id}")
-        if record.run_id not in active and record.state not in ("queued", "running"):
-            manage(jobs, record)
-        if snap["status"] == "finished":
-            download_model(jobs, record.run_id)
+        has_curves = bool(snap.get("metrics") or ui.live_losses(trail))
+        chart = st.container()  # the curves sit above the row of controls that ends the card
+        if live:
+            show = has_curves
+        else:  # one row: the curves toggle, rename or delete, and the model download
+            toggle_col, manage_col, download_col, _ = st.columns([1, 1.3, 1.3, 2.4], vertical_alignment="center")
+            # Each plotly chart costs the browser about a second to draw (several on a busy
+            # machine): an ended run's curves wait for the toggle, except the newest's and those
+            # this session watched train. Compare is where ended runs' curves are read side by side.
+            show = has_curves and toggle_col.toggle("Curves", value=newest or bool(trail),
+                                                    key=f"show_curves_{record.run_id}")
+            if record.run_id not in active:
+                with manage_col:
+                    manage(jobs, record)
+            if snap["status"] == "finished":
+                with download_col:
+                    download_model(jobs, record.run_id)
+        if show:
+            chart.plotly_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
+                                             if snap["status"] == "running" else None),
+                               theme="streamlit", key=f"curves_{record.run_id}")
