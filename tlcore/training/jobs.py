@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from tlcore.training.config import TrainConfig
 from tlcore.training.device import configure_threads, tune_allocator
 from tlcore.training.events import RunRecorder
 from tlcore.training.train import Cancelled, TrainingError, train
+
+# How long one wait lasts before the main thread looks at signals again (see JobManager.wait).
+_WAIT_SLICE = 0.2
 
 EXPECTED_ERRORS = (TrainingError, WeightsUnavailable, ValueError, LookupError, OSError)
 
@@ -106,10 +110,23 @@ class JobManager:
         return True
 
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
-        """Block until the run ends; True if it did within `timeout`."""
+        """Block until the run ends; True if it did within `timeout`.
+
+        Waits in short slices: the kernel may hand Ctrl-C's SIGINT to any thread (training,
+        prefetch), and a main thread blocked in one long wait would never run Python's handler,
+        so the CLI's KeyboardInterrupt (cancel the run) would never come.
+        """
         with self._lock:
             job = self._jobs.get(run_id)
-        return True if job is None else job.done.wait(timeout)
+        if job is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            if job.done.wait(max(0.0, left)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def subscribe(self, run_id: str, listener) -> None:
         """Get `listener(kind, data)` for each event of an active run (called from its thread)."""
