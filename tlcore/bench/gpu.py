@@ -115,8 +115,8 @@ def forward_rate(name: str, device: torch.device, dtype, batch: int, size: int, 
     return batch * steps / (time.perf_counter() - t)
 
 
-def _cli(args: list[str], env: dict, log: Path, timeout: float) -> tuple[int, float, dict | None, str]:
-    """Run a tlcore command; (exit code, wall seconds, its --json object, stderr tail)."""
+def _cli(what: str, args: list[str], env: dict, log: Path, timeout: float) -> dict:
+    """Run a tlcore command: its row (exit code, wall seconds, its --json output, stderr's last line)."""
     t = time.perf_counter()
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t
@@ -130,7 +130,8 @@ def _cli(args: list[str], env: dict, log: Path, timeout: float) -> tuple[int, fl
             except ValueError:
                 pass
             break
-    return proc.returncode, wall, result, proc.stderr.strip().splitlines()[-1:] and proc.stderr.strip().splitlines()[-1]
+    err = proc.stderr.strip().splitlines()
+    return {"what": what, "rc": proc.returncode, "wall_s": wall, "result": result, "stderr": err[-1] if err else ""}
 
 
 def engine_rows(work: Path, quick: bool, log: Path) -> list[dict]:
@@ -138,43 +139,33 @@ def engine_rows(work: Path, quick: bool, log: Path) -> list[dict]:
     data = make_standin(work / "data", 12 if quick else 300, 6 if quick else 100, (500, 375))
     env = dict(os.environ, TLCORE_RUNS=str(work / "runs"), TLCORE_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
     py = [sys.executable, "-m", "tlcore"]
-    size = ["--image-size", "64"] if quick else []
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "tlcore"]
     epochs = "1" if quick else "3"
-    common = ["--data", str(data), "--json", *size]
+    common = ["--data", str(data), "--json", *(["--image-size", "64"] if quick else [])]
+    lite0, resnet18 = ["train", "--backbone", "efficientnet_lite0"], ["train", "--backbone", "resnet18"]
     plans = [
-        ("efficientnet_lite0 finetune", py + ["train", "--backbone", "efficientnet_lite0", "--strategy", "finetune",
-                                              "--epochs", epochs, *common]),
-        ("efficientnet_lite0 feature_extraction", py + ["train", "--backbone", "efficientnet_lite0",
-                                                        "--strategy", "feature_extraction", "--epochs", "5", *common]),
-        ("efficientnet_lite0 gradual (1 head epoch)", py + ["train", "--backbone", "efficientnet_lite0",
-                                                            "--strategy", "gradual", "--head-epochs", "1",
-                                                            "--epochs", epochs, *common]),
+        ("efficientnet_lite0 finetune", py + lite0 + ["--strategy", "finetune", "--epochs", epochs, *common]),
+        ("efficientnet_lite0 feature_extraction",
+         py + lite0 + ["--strategy", "feature_extraction", "--epochs", "5", *common]),
+        ("efficientnet_lite0 gradual (1 head epoch)",
+         py + lite0 + ["--strategy", "gradual", "--head-epochs", "1", "--epochs", epochs, *common]),
         ("resnet18 scratch, mlp head, flip-crop, cosine",
-         py + ["train", "--backbone", "resnet18", "--strategy", "scratch", "--epochs", epochs, "--head", "mlp",
-               "--augment", "flip-crop", "--schedule", "cosine", *common]),
+         py + resnet18 + ["--strategy", "scratch", "--epochs", epochs, "--head", "mlp", "--augment", "flip-crop",
+                          "--schedule", "cosine", *common]),
         ("torchrun 1 GPU: efficientnet_lite0 finetune",
-         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "tlcore",
-          "train", "--backbone", "efficientnet_lite0", "--strategy", "finetune", "--epochs", epochs, *common]),
+         torchrun + lite0 + ["--strategy", "finetune", "--epochs", epochs, *common]),
         ("torchrun 1 GPU: resnet18 scratch --sync-bn",
-         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "tlcore",
-          "train", "--backbone", "resnet18", "--strategy", "scratch", "--epochs", "1", "--sync-bn", *common]),
+         torchrun + resnet18 + ["--strategy", "scratch", "--epochs", "1", "--sync-bn", *common]),
     ]
-    rows = []
-    finetuned = None
-    for label, args in plans:
-        rc, wall, result, err = _cli(args, env, log, timeout=240)
-        rows.append({"what": label, "rc": rc, "wall_s": wall, "result": result, "stderr": err})
-        if label.endswith("finetune") and finetuned is None and result:
-            finetuned = result.get("run_id")
+    rows = [_cli(label, args, env, log, timeout=240) for label, args in plans]
+    finetuned = next((r["result"]["run_id"] for r in rows if r["what"].endswith("finetune") and r["result"]), None)
     if finetuned:
         photo = next((data / "val").rglob("*.jpg"))
-        rc, wall, result, err = _cli(py + ["predict", "--run", finetuned, "--topk", "2", "--cam", str(work / "cam"),
-                                           "--json", str(photo)], env, log, timeout=120)
-        rows.append({"what": "predict --run (finetuned) --cam", "rc": rc, "wall_s": wall, "result": result, "stderr": err})
-        rc, wall, result, err = _cli(py + ["export", finetuned, "--out", str(work / "bundle"), "--json"], env, log,
-                                     timeout=180)
-        rows.append({"what": "export (ONNX checked against PyTorch)", "rc": rc, "wall_s": wall, "result": result,
-                     "stderr": err})
+        rows.append(_cli("predict --run (finetuned) --cam", py + ["predict", "--run", finetuned, "--topk", "2", "--cam",
+                                                                  str(work / "cam"), "--json", str(photo)],
+                         env, log, timeout=120))
+        rows.append(_cli("export (ONNX checked against PyTorch)",
+                         py + ["export", finetuned, "--out", str(work / "bundle"), "--json"], env, log, timeout=180))
     return rows
 
 

@@ -67,31 +67,30 @@ def _class_count(n: int, label: int) -> int:
     return n // len(CLASSES) + (label < n % len(CLASSES))
 
 
+def _fill(folder: Path, n: int, write) -> None:
+    """Give `folder` its `n` images (`write(class, i, path)` makes one), unless already complete."""
+    if (folder / ".complete").is_file():
+        return
+    for c, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(_class_count(n, c)):
+            path = folder / name / f"{i:05d}.jpg"
+            if not path.exists():  # a generation cut short goes on where it stopped
+                write(c, i, path)
+    (folder / ".complete").write_text(str(n))
+
+
 def make_folders(root: Path, sizes=SIZES) -> dict[int, Path]:
     """`root/n<size>/<class>/` for each size (reused when complete); returns size -> folder."""
     from PIL import Image
 
     biggest = max(sizes)
     full = root / f"n{biggest}"
-    if not (full / ".complete").is_file():
-        for c, name in enumerate(CLASSES):
-            (full / name).mkdir(parents=True, exist_ok=True)
-            for i in range(_class_count(biggest, c)):
-                path = full / name / f"{i:05d}.jpg"
-                if not path.is_file():  # a generation cut short goes on where it stopped
-                    Image.fromarray(stripe_image(c, i)).save(path, quality=85)
-        (full / ".complete").write_text(str(biggest))
+    _fill(full, biggest, lambda c, i, path: Image.fromarray(stripe_image(c, i)).save(path, quality=85))
     out = {biggest: full}
     for n in sorted(set(sizes) - {biggest}):
         folder = root / f"n{n}"
-        if not (folder / ".complete").is_file():
-            for c, name in enumerate(CLASSES):
-                (folder / name).mkdir(parents=True, exist_ok=True)
-                for i in range(_class_count(n, c)):
-                    link = folder / name / f"{i:05d}.jpg"
-                    if not link.exists():
-                        os.link(full / name / f"{i:05d}.jpg", link)
-            (folder / ".complete").write_text(str(n))
+        _fill(folder, n, lambda c, i, path: os.link(full / CLASSES[c] / path.name, path))  # the big folder's files
         out[n] = folder
     return out
 
