@@ -216,6 +216,8 @@ def cmd_train(args) -> int:
         manager.wait(run_id, timeout=20)
     snap = manager.snapshot(run_id)
     status = snap["status"]
+    if world.size > 1:
+        distributed.leave(status == "finished")
     if status != "finished":
         print(f"run {run_id} {status}: {snap.get('message', '')}", file=sys.stderr)
     else:
@@ -246,6 +248,7 @@ def _train_follower(cfg: TrainConfig, world) -> int:
     except Exception as exc:  # noqa: BLE001 - rank 0 records the run; this process says why it stopped
         print(f"tlcore: process {world.rank} of {world.size}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    distributed.leave(True)
     return 0
 
 

@@ -192,6 +192,18 @@ def init_from_env(device_name: str = "auto") -> World:
     return World(rank, size, local_rank)
 
 
+def leave(finished: bool) -> None:
+    """End this process's part in the process group; call it once training is over.
+
+    Without it gloo's worker threads outlive the interpreter's teardown and the process may die
+    with SIGABRT ("terminate called without an active exception") after a run that finished,
+    which torchrun reports as a failed run. After a failure it is skipped: destroying the group
+    is collective for NCCL and would wait for processes that are gone; torchrun reaps this one.
+    """
+    if finished and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def current() -> World:
     """The World of this process: the initialised process group's, else a single process."""
     if not (dist.is_available() and dist.is_initialized()):
