@@ -129,10 +129,13 @@ def test_amp_dtype_on_cuda_keeps_bf16_else_fp16(monkeypatch) -> None:
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
         assert device_module.amp_dtype(cuda, "auto", "resnet18") == auto
         assert device_module.amp_dtype(cuda, "fp32", "resnet18") is None
+        # measured slower (Lite0) or no faster (MobileNetV3) in bf16 on CUDA: fp32 unless asked
+        assert device_module.amp_dtype(cuda, "auto", "efficientnet_lite0") is None
     with pytest.raises(ValueError, match=r"no bf16 support: use --precision auto \(fp16 on it\) or fp32"):
         device_module.amp_dtype(cuda, "bf16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert device_module.amp_dtype(cuda, "bf16") == torch.bfloat16
+    assert device_module.amp_dtype(cuda, "bf16", "efficientnet_lite0") == torch.bfloat16  # asked: given
 
 
 def test_channels_last_on_cpu_for_the_measured_backbones() -> None:

@@ -68,7 +68,7 @@ def _add_train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--head-epochs", type=int, default=d.head_epochs, help="gradual: head-only epochs")
     p.add_argument("--no-feature-cache", action="store_true", help="always run the full backbone")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
-                   help="arithmetic: auto (bf16/fp16 autocast on CUDA; bf16 on a CPU with native bf16 for the "
+                   help="arithmetic: auto (bf16/fp16 autocast on CUDA, fp32 for the backbones measured slower in it; bf16 on a CPU with native bf16 for the "
                         "backbones it speeds up), fp32, or bf16")
 
 

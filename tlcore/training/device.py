@@ -91,6 +91,13 @@ CPU_CHANNELS_LAST = frozenset({"simple_cnn", "efficientnet_lite0", "resnet18", "
 # (0.6993 both); ResNet18's (random weights) was 3.3 points lower (0.6536 vs 0.6863), so it
 # stays fp32 unless asked.
 CPU_BF16 = frozenset({"simple_cnn"})
+# On CUDA "auto" is bf16 autocast (fp16 without bf16) except for these, measured slower in bf16
+# on an H200 (bench/RESULTS-gpu.md, python -m tlcore.bench.gpu and gpu_first_step): Lite0's
+# training step at batch 64 ran 2,960 images/s in bf16 + channels_last against 3,862 in fp32 +
+# channels_last, at batch 16 709 against 879, and its first step in a fresh process took 15.4 s
+# against 7.5 s; MobileNetV3's was the same speed either way (2,731 against 2,754), so it keeps
+# fp32's arithmetic. ResNet18/50 stay bf16 (1.06x/1.24x over fp32 + channels_last at batch 64).
+CUDA_FP32 = frozenset({"efficientnet_lite0", "mobilenet_v3_large"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,7 +118,8 @@ def cpu_has_native_bf16() -> bool:
 def amp_dtype(device: torch.device, precision: str = "auto", backbone: str | None = None) -> torch.dtype | None:
     """The autocast dtype a run computes in, or None for fp32.
 
-    "auto": on CUDA, bf16 where the GPU supports it, else fp16 (with a GradScaler); on a CPU
+    "auto": on CUDA, bf16 where the GPU supports it, else fp16 (with a GradScaler), except fp32
+    for the backbones in CUDA_FP32; on a CPU
     with native bf16, bf16 for the backbones in CPU_BF16; fp32 elsewhere. "bf16" forces bf16,
     "fp32" turns autocast off.
 
@@ -126,6 +134,8 @@ def amp_dtype(device: torch.device, precision: str = "auto", backbone: str | Non
     if precision != "auto":
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
+        if backbone in CUDA_FP32:
+            return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and backbone in CPU_BF16 and cpu_has_native_bf16():
         return torch.bfloat16

@@ -15,14 +15,15 @@ from tlcore.data.uploads import upload_name, uploads_dir
 from tlcore.models import backbones
 from tlcore.models.weights import file_name, host_reachable, hub_checkpoint_dir
 from tlcore.training.config import TrainConfig
-from tlcore.training.device import CPU_BF16
+from tlcore.training.device import CPU_BF16, CUDA_FP32
 from tlcore.training.strategies import make_strategy
 from tlcore.views.charts import dataset_name
 
 # Built-in datasets that come with their own validation split (a test set or a val/ folder):
 # the validation fraction does not apply to them.
 OWN_VAL_SPLIT = ("mnist", "fashion_mnist", "cifar10", "hymenoptera", "cats_dogs")
-PRECISION_HELP = ("the arithmetic. auto: bf16 autocast on a GPU (fp16 where it has no bf16) and on a CPU with "
+PRECISION_HELP = ("the arithmetic. auto: bf16 autocast on a GPU (fp16 where it has no bf16; fp32 for "
+                  f"{', '.join(sorted(CUDA_FP32))}, measured slower in bf16) and on a CPU with "
                   f"native bf16 for the backbones it speeds up ({', '.join(sorted(CPU_BF16))}); fp32: no autocast; "
                   "bf16: always (refused where the device has none)")
 ADVANCED = ("unfreeze_groups", "hidden", "lr_factor", "head_epochs", "val_fraction", "weight_decay", "precision")
