@@ -28,6 +28,7 @@ from tlcore.training import distributed, launch
 from tlcore.training.config import TrainConfig
 from tlcore.training.jobs import JobManager
 from tlcore.training.strategies import apply_train_mode, make_strategy
+from tlcore.views import ui
 
 TINY = dict(backbone="simple_cnn", strategy="scratch", data="digits", subset=5, image_size=32, device="cpu",
             batch_size=8, seed=3)
@@ -67,12 +68,15 @@ def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_a_launched_run_finishes_in_one_folder_that_the_store_lists(manager: JobManager) -> None:
     run_id = manager.submit(TrainConfig(**TINY, epochs=2), processes=2)
     assert manager.snapshot(run_id)["status"] in ("queued", "running")
+    # Queued, before torchrun starts: the config already says how many processes (the card shows it).
+    assert manager.store.load(run_id).config["distributed"]["world_size"] == 2
     assert run_id in manager.active()
     assert manager.wait(run_id, timeout=300), "the launched run did not end"
     [record] = manager.store.list()
     assert record.run_id == run_id and record.state == "finished", record.status
     assert len(record.metrics) == 2
     assert record.config["distributed"]["world_size"] == 2  # written by torchrun's rank 0
+    assert record.config["distributed"]["backend"] == "gloo" and "2 processes (torchrun)" in ui.run_details(record)
     assert (manager.store.path(run_id) / "model.safetensors").is_file()
     assert "--nproc_per_node=2" in (manager.store.path(run_id) / launch.LOG).read_text()
     assert manager.snapshot(run_id)["status"] == "finished" and not manager.active()
@@ -243,3 +247,12 @@ def test_tail_keeps_what_the_ranks_said_and_their_exit_codes_not_torchruns_repor
     assert launch.tail(tmp_path / "log") == ("/usr/bin/python: No module named tlcore | "
                                               "torchrun: rank 0 exited with 1, rank 1 exited with -9")
     assert launch.tail(tmp_path / "missing") == ""
+
+
+def test_a_queued_launch_records_its_processes_as_rank_0_will() -> None:
+    cfg = TrainConfig(**{**TINY, "batch_size": 9, "device": "cpu"})
+    assert launch.planned(cfg, 2) == {"world_size": 2, "global_batch_size": 9, "batch_size_per_process": 5,
+                                      "backend": "gloo"}
+    assert ui.processes_text({"world_size": 4, "backend": "nccl"}) == "4 GPUs (torchrun)"
+    assert ui.processes_text({"world_size": 2, "backend": "gloo"}) == "2 processes (torchrun)"
+    assert ui.processes_text(None) is None and ui.processes_text({"world_size": 1}) is None

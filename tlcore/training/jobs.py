@@ -74,8 +74,11 @@ class JobManager:
         config.validate()
         launch.check(config, processes)
         run_id = validate_run_id(run_id) if run_id else self.store.new_run_id(config.backbone, config.strategy)
+        recorded = config.to_dict()
+        if processes > 1:
+            recorded["distributed"] = launch.planned(config, processes)
         try:
-            (self.store.reserve if processes > 1 else self.store.create)(run_id, config.to_dict())
+            (self.store.reserve if processes > 1 else self.store.create)(run_id, recorded)
         except FileExistsError:
             raise ValueError(f"run {run_id} already exists in {self.store.root}: pick another id, or leave "
                              "it out for a new one") from None

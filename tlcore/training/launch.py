@@ -44,6 +44,16 @@ def check(cfg: TrainConfig, processes: int) -> None:
         raise ValueError("runs of an experiment train in the app's process: use 1 GPU for experiments")
 
 
+def planned(cfg: TrainConfig, processes: int) -> dict:
+    """What a queued torchrun run's config records about its processes until rank 0 writes its own
+    (`distributed.World.describe`, the same keys): the run's card says "N GPUs" from the start."""
+    from tlcore.training.device import pick_device  # torch: only when a run is launched
+
+    return {"world_size": processes, "global_batch_size": cfg.batch_size,
+            "batch_size_per_process": -(-cfg.batch_size // processes),
+            "backend": "nccl" if pick_device(cfg.device).type == "cuda" else "gloo"}
+
+
 def train_args(cfg: TrainConfig) -> list[str]:
     """The `python -m tlcore train` options that give `cfg` (tests check the round trip via cli)."""
     args = ["--backbone", cfg.backbone, "--data", str(cfg.data), "--strategy", cfg.strategy,

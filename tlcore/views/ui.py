@@ -169,8 +169,16 @@ def run_details(run: RunRecord | dict) -> str:
     subset = config.get("subset")
     parts = [dataset_name(config.get("data")), f"{size} px" if size else "default size",
              f"{subset} train images/class" if subset else None, f"lr {config.get('lr'):g}" if config.get("lr") else None,
-             f"{config.get('head')} head", f"created {run_time(run_id)}"]
+             f"{config.get('head')} head", processes_text(config.get("distributed")), f"created {run_time(run_id)}"]
     return " · ".join(p for p in parts if p)
+
+
+def processes_text(distributed: dict | None) -> str | None:
+    """`2 GPUs (torchrun)` for a run over several processes (config["distributed"]); None for one."""
+    if not distributed or distributed.get("world_size", 1) < 2:
+        return None
+    unit = "GPUs" if distributed.get("backend") == "nccl" else "processes"
+    return f"{distributed['world_size']} {unit} (torchrun)"
 
 
 def run_message(snap: dict) -> str:
