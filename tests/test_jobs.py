@@ -247,3 +247,46 @@ def test_close_cancels_the_runs_and_ends_the_workers(tmp_path: Path, tiny_config
     store = RunStore(tmp_path / "runs")
     assert [store.load(r).state for r in (running, *queued)] == ["cancelled"] * 3
     assert jobs.get_manager(tmp_path / "runs") is not manager, "a closed manager was handed out again"
+
+
+def test_a_run_training_in_another_process_stops_when_asked(tmp_path: Path) -> None:
+    """`python -m tlcore cancel` (as the app's Stop button after a restart) stops a CLI run between batches."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlcore", "train", "--data", "digits", "--backbone", "simple_cnn",
+         "--strategy", "scratch", "--epochs", "200", "--subset", "20", "--image-size", "32",
+         "--device", "cpu", "--runs-dir", str(runs)],
+        env={**os.environ, "TLCORE_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def one_epoch_on_disk():
+            for metrics in runs.glob("*/metrics.json"):
+                if len(read_json(metrics, []) or []) >= 1:
+                    return metrics.parent.name
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return None
+
+        run_id = _wait_for(one_epoch_on_disk, timeout=90, interval=0.1)
+        asked = subprocess.run([sys.executable, "-m", "tlcore", "cancel", run_id[:20], "--runs-dir", str(runs)],
+                               capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0 and f"asked the process training {run_id} to stop" in asked.stdout, asked.stderr
+        assert proc.wait(timeout=30) == 1  # the CLI's exit status for a run that did not finish
+    finally:
+        proc.kill()
+    record = RunStore(runs).load(run_id)
+    assert record.state == "cancelled" and record.status["message"] == "cancelled by the user"
+    assert 1 <= len(record.metrics) < 200
+    again = subprocess.run([sys.executable, "-m", "tlcore", "cancel", run_id, "--runs-dir", str(runs)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "is cancelled: only a queued or running run can be stopped" in again.stderr
+
+
+def test_a_queued_run_asked_to_stop_by_another_process_never_starts(tmp_path: Path, tiny_config) -> None:
+    manager = JobManager(tmp_path / "runs")
+    first = manager.submit(tiny_config(epochs=50))
+    queued = manager.submit(tiny_config(epochs=1))
+    RunStore(tmp_path / "runs").request_cancel(queued)  # another process's store, the same folder
+    manager.cancel(first)
+    assert manager.wait(queued, timeout=30)
+    record = RunStore(tmp_path / "runs").load(queued)
+    assert record.state == "cancelled" and record.metrics == []
+    assert record.status["message"] == "cancelled before it started"

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_lr_find_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: lrs, losses, suggested_lr")
 
+    p = sub.add_parser("cancel", help="stop a queued or running run, whichever process trains it")
+    p.add_argument("run_id", metavar="RUN_ID")
+    _add_runs_dir(p)
+
     p = sub.add_parser("runs", help="list saved runs, newest first")
     _add_runs_dir(p)
     p.add_argument("--limit", type=int, default=None,
@@ -311,6 +315,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_cancel(args) -> int:
+    from tlcore.runs import CANCEL_POLL_S, RunStore
+
+    try:
+        RunStore(args.runs_dir or runs_root()).request_cancel(args.run_id)
+    except ValueError as exc:  # it has ended already
+        return _usage_error(str(exc))
+    print(f"asked the process training {args.run_id} to stop: within {CANCEL_POLL_S:g} s and its current batch "
+          "it stops and records the run cancelled (`python -m tlcore runs` shows it)")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from tlcore import run_filters
     from tlcore.names import dataset_name
@@ -392,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_id is None:
             return 2
     return {"backbones": cmd_backbones, "train": cmd_train, "predict": cmd_predict, "runs": cmd_runs,
+            "cancel": cmd_cancel,
             "export": cmd_export, "sweep": cmd_sweep,
             "report": lambda a: cmd_report(a, a.runs_dir or runs_root()),
             "lr-find": lambda a: cmd_lr_find(a, _config_from_args(a))}[args.command](args)

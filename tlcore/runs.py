@@ -79,6 +79,10 @@ def read_json(path: Path, default=None):
 
 NAME_FILE = "name.json"  # {"name": "..."}: the user's own name for a run
 MAX_NAME = 80
+# A request that whichever process trains a run stop it (the app after a restart, a terminal, a
+# torchrun run): that process's JobManager looks for it between batches, every CANCEL_POLL_S.
+CANCEL_REQUEST = "cancel.request"
+CANCEL_POLL_S = 0.5
 
 
 def read_name(folder: Path) -> str:
@@ -263,6 +267,21 @@ class RunStore:
         clean = " ".join(str(name).split())[:MAX_NAME]
         write_json(self.path(run_id) / NAME_FILE, {"name": clean})
         return clean
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the process that trains a queued or running run to stop it, whichever process it is.
+
+        Raises:
+            RunNotFound: no such run.
+            ValueError: the run has ended; the message says how.
+        """
+        record = self.load(run_id)
+        if record.state not in ACTIVE:
+            raise ValueError(f"run {run_id} is {record.state}: only a queued or running run can be stopped")
+        (self.path(run_id) / CANCEL_REQUEST).touch()
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return (self.path(run_id) / CANCEL_REQUEST).exists()
 
     def delete(self, run_id: str) -> None:
         """Remove a run's folder and everything in it; an active run must be cancelled first."""

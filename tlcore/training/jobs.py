@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcore.models.weights import WeightsUnavailable
-from tlcore.runs import RunRecord, RunStore, validate_run_id
+from tlcore.runs import CANCEL_POLL_S, RunRecord, RunStore, validate_run_id
 from tlcore.training import launch
 from tlcore.training.config import TrainConfig
 from tlcore.training.device import configure_threads, tune_allocator
@@ -187,6 +187,9 @@ class JobManager:
             if job.claimed:  # cancelled while queued: already recorded
                 return
             job.claimed = True
+        if self.store.cancel_requested(job.run_id):  # asked from another process while it waited here
+            job.recorder.emit("cancelled", {"message": "cancelled before it started", "epochs": 0})
+            return
         try:
             (self._launch_and_follow if job.processes > 1 else self._train_and_record)(job)
         except Exception as exc:  # noqa: BLE001 - saving or recording failed: the run fails, the worker goes on
@@ -237,9 +240,17 @@ class JobManager:
             self.store.save_val_results(job.run_id, result.val_results)
 
     def _on_event(self, job: Job):
+        checked = [time.monotonic()]
+
         def listener(kind: str, data: dict) -> None:
             if kind == "started":
                 self.store.write_classes(job.run_id, data["class_names"])
+            # Another process (the app after a restart, `python -m tlcore cancel`) may have asked
+            # for this run to stop: look for its request between batches, at most every CANCEL_POLL_S.
+            if time.monotonic() - checked[0] >= CANCEL_POLL_S:
+                checked[0] = time.monotonic()
+                if self.store.cancel_requested(job.run_id):
+                    self.cancel(job.run_id)
         return listener
 
 
