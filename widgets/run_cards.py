@@ -42,6 +42,21 @@ def manage(jobs: JobManager, record: RunRecord) -> None:
                 st.rerun()
 
 
+def stop_elsewhere(jobs: JobManager, rid: str) -> None:
+    """Stop a run that another process trains (a terminal, torchrun, this app before a restart)."""
+    asked = f"stop_asked_{rid}"
+    if not st.session_state.get(asked) and st.button(
+            "Stop", key=f"stop_{rid}", help="it trains in another process (a terminal, torchrun, or this app "
+            "before a restart): asks that process to stop it after its current batch"):
+        try:
+            jobs.store.request_cancel(rid)
+            st.session_state[asked] = True
+        except ValueError as exc:  # it ended meanwhile
+            st.info(f"Nothing to stop: {exc}")
+    if st.session_state.get(asked):
+        st.caption("Asked its process to stop: it records the run cancelled after its current batch.")
+
+
 def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict,
              newest: bool = False) -> None:
     """One run's card: label and state, progress or outcome, curves, and what can be done with it.
@@ -57,8 +72,11 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
         if snap["status"] in ("queued", "running"):
             frac, where = ui.progress_of(snap)
             st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
-            if record.run_id in active and st.button("Cancel", key=f"cancel_{record.run_id}"):
-                jobs.cancel(record.run_id)
+            if record.run_id in active:
+                if st.button("Cancel", key=f"cancel_{record.run_id}"):
+                    jobs.cancel(record.run_id)
+            else:
+                stop_elsewhere(jobs, record.run_id)
         elif snap["status"] == "failed":
             st.error(ui.run_message(snap))
         elif snap.get("message"):
