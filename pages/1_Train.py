@@ -120,52 +120,66 @@ with right:
                        f"{f' over {gpus} GPUs' if gpus > 1 else ''}: it trains in the background, watch it below.")
         except ValueError as exc:
             st.error(f"Cannot start: {exc}")
-    with st.expander("Learning-rate finder", icon=":material/search_insights:"):  # fastai's lr_find
-        st.caption("Trains up to 100 batches while the learning rate grows from 1e-7 to 10, then restores every "
-                   "weight. Seconds with a frozen backbone (feature cache); fine-tuning takes longer.")
-        if st.button("Find a learning rate", key="lr_find"):
+    # Collapsed sections run only when opened (on_change="rerun"): each widget costs the browser
+    # time to lay out on every visit (issue 13: the page's first render under 2 s).
+    lr_finder = st.expander("Learning-rate finder", icon=":material/search_insights:", key="lr_find_open",
+                            on_change="rerun")  # fastai's lr_find
+    if lr_finder.open:
+        with lr_finder:
+            st.caption("Trains up to 100 batches while the learning rate grows from 1e-7 to 10, then restores every "
+                       "weight. Seconds with a frozen backbone (feature cache); fine-tuning takes longer.")
+            if st.button("Find a learning rate", key="lr_find"):
+                try:
+                    with st.spinner("Sweeping the learning rate..."):
+                        st.session_state.lr_found = lr_find(settings(backbone, strategy))
+                except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
+                    st.error(f"Cannot sweep: {exc}")
+            if found := st.session_state.get("lr_found"):
+                st.plotly_chart(lr_find_figure(found), theme="streamlit", key="lr_find_chart")
+                suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
+                st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
+                          on_click=st.session_state.__setitem__, args=("lr", suggestion))
+# The experiment's picks outlive closing its section: Streamlit forgets the state of a widget not
+# drawn in a run unless the script sets it, as here.
+st.session_state.setdefault("exp_seeds", 3)
+for kept in ("exp_strategies", "exp_backbones", "exp_seeds"):
+    if kept in st.session_state:
+        st.session_state[kept] = st.session_state[kept]
+experiment = st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:",
+                         key="exp_open", on_change="rerun")
+if experiment.open:
+    with experiment:
+        st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
+                   f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
+                   "other strategies get their defaults.")
+        if not st.session_state.get("exp_picked"):  # follow the picks above until the user picks here
+            st.session_state.exp_strategies, st.session_state.exp_backbones = [strategy], [backbone]
+
+        def picked() -> None:
+            st.session_state.exp_picked = True
+
+        exp_strategies = st.multiselect("Strategies", list(STRATEGIES), key="exp_strategies", on_change=picked)
+        e1, e2 = st.columns([4, 1])
+        exp_backbones = e1.multiselect("Backbones", list(rows), key="exp_backbones", on_change=picked)
+        exp_seeds = e2.number_input("Seeds", 1, 20, key="exp_seeds", help="runs per strategy and backbone")
+        if st.button("Plan experiment", key="exp_plan"):
+            st.session_state.exp_planned = None
             try:
-                with st.spinner("Sweeping the learning rate..."):
-                    st.session_state.lr_found = lr_find(settings(backbone, strategy))
-            except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
-                st.error(f"Cannot sweep: {exc}")
-        if found := st.session_state.get("lr_found"):
-            st.plotly_chart(lr_find_figure(found), theme="streamlit", key="lr_find_chart")
-            suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
-            st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
-                      on_click=st.session_state.__setitem__, args=("lr", suggestion))
-with st.expander("Experiment: several strategies and backbones, over seeds", icon=":material/science:"):
-    st.caption(f"Runs each pick with the settings above, all on the same validation images; the seeds vary "
-               f"initialisation, shuffling and augmentation. {strategy} keeps the learning rate above, the "
-               "other strategies get their defaults.")
-    if not st.session_state.get("exp_picked"):  # follow the picks above until the user picks here
-        st.session_state.exp_strategies, st.session_state.exp_backbones = [strategy], [backbone]
-
-    def picked() -> None:
-        st.session_state.exp_picked = True
-
-    exp_strategies = st.multiselect("Strategies", list(STRATEGIES), key="exp_strategies", on_change=picked)
-    e1, e2 = st.columns([4, 1])
-    exp_backbones = e1.multiselect("Backbones", list(rows), key="exp_backbones", on_change=picked)
-    exp_seeds = e2.number_input("Seeds", 1, 20, 3, key="exp_seeds", help="runs per strategy and backbone")
-    if st.button("Plan experiment", key="exp_plan"):
-        st.session_state.exp_planned = None
-        try:
-            with st.spinner("Counting images..."):
-                for b, s in ((b, s) for b in exp_backbones for s in exp_strategies):
-                    form.check_weights(b, s)
-                lrs = experiment_views.strategy_lrs(exp_strategies, strategy, lr, optimizer)
-                st.session_state.exp_planned = experiment_views.plan(
-                    settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
-                    jobs.list_runs())
-        except ValueError as exc:
-            st.error(f"Cannot plan: {exc}")
-    if planned := st.session_state.get("exp_planned"):
-        st.info(f"This queues {planned.text}.")
-        if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):
-            record = start_experiment(jobs, planned.base, planned.grid)
-            st.session_state.exp_planned, st.session_state.exp_started = None, record["experiment_id"]
-            st.success(f"Queued experiment {record['experiment_id']}: follow it below, then see it on Compare.")
+                with st.spinner("Counting images..."):
+                    for b, s in ((b, s) for b in exp_backbones for s in exp_strategies):
+                        form.check_weights(b, s)
+                    lrs = experiment_views.strategy_lrs(exp_strategies, strategy, lr, optimizer)
+                    st.session_state.exp_planned = experiment_views.plan(
+                        settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
+                        jobs.list_runs())
+            except ValueError as exc:
+                st.error(f"Cannot plan: {exc}")
+        if planned := st.session_state.get("exp_planned"):
+            st.info(f"This queues {planned.text}.")
+            if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):
+                record = start_experiment(jobs, planned.base, planned.grid)
+                st.session_state.exp_planned, st.session_state.exp_started = None, record["experiment_id"]
+                st.success(f"Queued experiment {record['experiment_id']}: follow it below, then see it on Compare.")
 
 experiments_live = experiment_views.live_experiments(jobs.store.root)
 

@@ -42,6 +42,7 @@ def test_train_page_plans_then_starts_an_experiment(runs_dir: Path) -> None:
     at.number_input(key="subset").set_value(5)
     at.selectbox(key="image_size").set_value(32)
     at.number_input(key="epochs").set_value(1)
+    at.session_state["exp_open"] = True  # the section runs only when opened
     at.run()
     at.multiselect(key="exp_strategies").set_value(["scratch", "finetune"])
     at.number_input(key="exp_seeds").set_value(2)
