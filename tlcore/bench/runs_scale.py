@@ -11,7 +11,7 @@ reader sees it alive) and measures:
 - each page's first render in Chromium (`streamlit run app.py` on the temporary folder, a new
   browser session per page after one warm-up visit of Home): from the request until the script
   ended and every chart is drawn. Round 1 is the server's first visit of each page (its modules
-  imported then: torch, plotly..., unless app.py's background warm-up, started by the warm-up
+  imported then: torch, altair..., unless app.py's background warm-up, started by the warm-up
   visit, got there first); round 2 the same pages again in new sessions. Each of these visits is
   a new browser context with nothing cached; a last round ("returning") opens each page in a new
   tab of one browser that visited them all once before, with its caches, as a returning user.
@@ -110,7 +110,7 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
                   limit: float = 120, rounds: int = 2) -> dict[str, float | None]:
     """Seconds from request to a finished script with every chart drawn, per page, in Chromium
     (None: not done within `limit` seconds). Rounds 1..`rounds`: each visit in a new browser
-    context (nothing cached: Streamlit's scripts and the 4.7 MB plotly bundle downloaded and
+    context (nothing cached: Streamlit's scripts and the chart bundle (Vega-Lite) downloaded and
     compiled each time); then "returning": new tabs of one browser that visited every page once
     before (its HTTP and compiled-code caches kept), as a user who comes back sees them."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -146,12 +146,13 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
                     else:
                         page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
                         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
-                    # A chart's element is there when the script ends, its plotly drawing (.main-svg)
-                    # only once the lazily loaded plotly bundle has run: wait for every one. (Until
-                    # 2026-11-27 this looked for data-testid="stPlotlyChart", which appears only with
-                    # the drawing, so it often passed before any chart was drawn.)
+                    # A chart's element is there when the script ends, its drawing (Vega-Lite's
+                    # svg.marks; plotly's .main-svg before issue 13 moved the charts) only once the
+                    # lazily loaded chart bundle has run: wait for every one. (Until 2026-11-27 this
+                    # looked for data-testid="stPlotlyChart", which appears only with the drawing,
+                    # so it often passed before any chart was drawn.)
                     page.wait_for_function("""() => [...document.querySelectorAll('.stPrintGraphic')]
-                                                 .every(c => c.querySelector('.main-svg, img, canvas'))""")
+                                                 .every(c => c.querySelector('svg.marks, .main-svg, img, canvas'))""")
                     took = time.perf_counter() - t0
                 except PlaywrightTimeout:
                     took = None
