@@ -64,8 +64,8 @@ else:
 st.caption(f"{interp.source} · {len(interp.items)} images · accuracy {interp.accuracy:.1%}")
 matrix, tables = st.columns(2)
 normalize = matrix.toggle("Row-normalised (share of each actual class)", key="report_normalize")
-event = matrix.plotly_chart(charts.confusion_figure(interp, normalize), theme="streamlit", key="confusion",
-                            on_select="rerun", selection_mode="points")
+event = matrix.altair_chart(charts.confusion_figure(interp, normalize), key="confusion", width="stretch",
+                            on_select="rerun")
 choices = {"all images": None, **{f"{a} → {p} ({n})": (a, p) for a, p, n in charts.cells(interp)}}
 clicked = charts.clicked_cell(event)
 if clicked and clicked != st.session_state.get("report_clicked"):  # a new click picks the cell once

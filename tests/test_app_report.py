@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.training.config import TrainConfig
 from tlcore.training.jobs import get_manager
+from tlcore.views.insight_charts import CELL_SELECTION
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/4_Report.py"
@@ -39,7 +41,10 @@ def test_without_runs_it_says_to_train_one() -> None:
 def test_a_runs_report_and_one_cell(one_run) -> None:
     at = report_page()
     assert "9 images" in at.caption[0].value
-    assert at.get("plotly_chart")  # the confusion matrix
+    [chart] = at.get("vega_lite_chart")  # the confusion matrix
+    cells = layer(chart, "rect")[1]
+    assert cells["images"].sum() == 9 and set(cells["actual"]) == set(cells["predicted"]) == {"cat", "coffee", "rocket"}
+    assert list(chart.proto.selection_mode) == [CELL_SELECTION]  # a click on a cell reruns the page
     assert len(at.dataframe) == 2 and list(at.dataframe[0].value["class"]) == ["cat", "coffee", "rocket"]
     assert len(at.get("image")) == 9 and at.subheader[0].value == "Highest loss"
     options = at.selectbox(key="report_cell").options

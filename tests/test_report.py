@@ -9,13 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
+from vega_data import layer
 
 from tlcore.analysis.holdout import HoldoutError, evaluate_on
 from tlcore.analysis.lr_find import LRFinderResult
 from tlcore.analysis.report import NO_RESULTS, Interpretation, NoResults, item_picture, run_report
 from tlcore.cli import main
 from tlcore.runs import RunNotFound, RunStore
-from tlcore.views.insight_charts import cells, confusion_figure, lr_find_figure, most_confused_table, per_class_table
+from tlcore.views.insight_charts import (
+    CELL_SELECTION,
+    cells,
+    clicked_cell,
+    confusion_figure,
+    lr_find_figure,
+    most_confused_table,
+    per_class_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +160,41 @@ def test_item_pictures_for_files_and_array_rows(runs) -> None:
     assert item_picture("/no/such/file.png", {}) is None
 
 
-def test_figures_name_the_classes_and_use_a_log_axis() -> None:
-    interp = _fixed()
-    fig = confusion_figure(interp, normalize=True)
-    assert list(fig.data[0].x) == interp.classes and list(fig.data[0].y) == interp.classes
-    assert fig.data[0].text[0][0] == "50%"
-    lr_fig = lr_find_figure(LRFinderResult([1e-5, 1e-4, 1e-3], [2.0, 1.0, 3.0], 1e-4))
-    assert lr_fig.layout.xaxis.type == "log" and list(lr_fig.data[1].x) == [1e-4]
+def test_confusion_chart_has_every_cell_in_class_order_and_a_cell_selection() -> None:
+    fixed = _fixed()
+    # Names like "8" are names: the axes keep the classes' order, not a numeric or text sort.
+    interp = Interpretation(["8", "10", "2"], fixed.items, fixed.labels, fixed.probs)
+    chart = confusion_figure(interp, normalize=True)
+    spec, rows = layer(chart, "rect")
+    assert spec["encoding"]["x"]["sort"] == spec["encoding"]["y"]["sort"] == ["8", "10", "2"]
+    assert spec["encoding"]["x"]["type"] == spec["encoding"]["y"]["type"] == "nominal"
+    by_cell = {(r.actual, r.predicted): r for r in rows.itertuples()}
+    assert {k: v.images for k, v in by_cell.items() if v.images} == {
+        ("8", "8"): 2, ("8", "10"): 1, ("8", "2"): 1, ("10", "8"): 1, ("10", "10"): 2, ("2", "2"): 1}
+    assert len(by_cell) == 9 and by_cell[("8", "8")].label == "50%" and by_cell[("2", "8")].label == "0%"
+    assert spec["encoding"]["color"]["title"] == "share of row"
+    [param] = [p for p in chart.to_dict()["params"] if p["name"] == CELL_SELECTION]
+    assert param["select"]["type"] == "point" and param["select"]["fields"] == ["actual", "predicted"]
+    assert param["views"] == [spec["name"]]  # the cells, not the numbers written on them
+    counts = layer(confusion_figure(interp), "text")[1]
+    assert counts.set_index(["actual", "predicted"]).loc[("10", "10"), "label"] == "2"
+    assert layer(confusion_figure(interp), "rect")[0]["encoding"]["color"]["title"] == "images"
+
+
+def test_clicked_cell_reads_the_event_streamlit_returns_for_a_point_selection() -> None:
+    from streamlit.elements.vega_charts import VegaLiteStateSerde
+
+    serde = VegaLiteStateSerde([CELL_SELECTION])  # what st.altair_chart(on_select="rerun") returns, from the UI's JSON
+    click = serde.deserialize(json.dumps({"selection": {CELL_SELECTION: [{"actual": "8", "predicted": "2"}]}}))
+    assert clicked_cell(click) == ("8", "2")
+    assert clicked_cell(serde.deserialize(None)) is None  # nothing clicked yet
+    assert clicked_cell(serde.deserialize(json.dumps({"selection": {CELL_SELECTION: {}}}))) is None  # cleared
+    assert clicked_cell(None) is None
+
+
+def test_lr_finder_chart_has_a_log_axis_and_marks_the_suggestion() -> None:
+    chart = lr_find_figure(LRFinderResult([1e-5, 1e-4, 1e-3], [2.0, 1.0, 3.0], 1e-4))
+    spec, sweep = layer(chart, "line")
+    assert spec["encoding"]["x"]["scale"]["type"] == "log"
+    assert sweep.to_dict("list") == {"lr": [1e-5, 1e-4, 1e-3], "loss": [2.0, 1.0, 3.0]}
+    assert layer(chart, "point", 1)[1].to_dict("records") == [{"lr": 1e-4, "loss": 1.0}]

@@ -6,38 +6,52 @@ what they return.
 
 from __future__ import annotations
 
+import math
+
+import altair as alt
 import pandas as pd
-import plotly.graph_objects as go
 
 from tlcore.analysis.lr_find import LRFinderResult
 from tlcore.analysis.report import Interpretation
 
+CELL_SELECTION = "cell"  # the confusion chart's point selection: Streamlit's event names it
 
-def confusion_figure(interp: Interpretation, normalize: bool = False) -> go.Figure:
-    """Heatmap of actual (rows, top to bottom) x predicted (columns), class names on both axes."""
-    cm = interp.confusion(normalize)
-    counts = interp.confusion()
-    text = [[f"{v:.0%}" if normalize else str(int(v)) for v in row] for row in cm]
-    n = len(interp.classes)
-    fig = go.Figure(go.Heatmap(
-        z=cm, x=interp.classes, y=interp.classes, text=text, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=1 if normalize else max(1, int(cm.max())), hoverinfo="skip",
-        colorbar={"title": {"text": "share of row" if normalize else "images"}},
-    ))
-    # Heatmap cells cannot be selected in st.plotly_chart; an invisible marker on each cell can,
-    # so a click on a cell reports its (predicted, actual) as the point's (x, y).
-    fig.add_trace(go.Scatter(
-        x=[c for _ in range(n) for c in interp.classes], y=[c for c in interp.classes for _ in range(n)],
-        customdata=counts.flatten(), mode="markers", showlegend=False,
-        marker={"symbol": "square", "size": 30, "opacity": 0},
-        hovertemplate="actual %{y}<br>predicted %{x}<br>%{customdata} images<extra></extra>",
-    ))
-    side = min(720, 220 + 40 * len(interp.classes))
-    fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 36, "b": 10})  # t: room for the toolbar
-    # Class names like "8" are names, not numbers; the first class on top, as in a table.
-    fig.update_xaxes(title="predicted", type="category", side="bottom", automargin=True)
-    fig.update_yaxes(title="actual", type="category", autorange="reversed", automargin=True)
-    return fig
+
+def confusion_figure(interp: Interpretation, normalize: bool = False) -> alt.LayerChart:
+    """Heatmap of actual (rows, first class on top) x predicted (columns), the value written in each cell.
+
+    A click on a cell selects it (`CELL_SELECTION`); `clicked_cell` reads it back from Streamlit's event.
+    """
+    cm, counts, n = interp.confusion(normalize), interp.confusion(), len(interp.classes)
+    top = 1.0 if normalize else max(1, int(cm.max()))
+    frame = pd.DataFrame([{"actual": a, "predicted": p, "images": int(counts[i, j]), "value": float(cm[i, j]),
+                           "label": f"{cm[i, j]:.0%}" if normalize else str(int(cm[i, j]))}
+                          for i, a in enumerate(interp.classes) for j, p in enumerate(interp.classes)])
+    pick = alt.selection_point(name=CELL_SELECTION, fields=["actual", "predicted"])
+    title = "share of row" if normalize else "images"
+    tooltip = [alt.Tooltip("actual:N"), alt.Tooltip("predicted:N"), alt.Tooltip("images:Q")]
+    if normalize:
+        tooltip.append(alt.Tooltip("value:Q", title="share of row", format=".0%"))
+    long_names = max(len(c) for c in interp.classes) > 4 or n > 12
+    # Class names like "8" are names, not numbers: nominal axes in the classes' own order, first on top.
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=interp.classes, title="predicted",
+                axis=alt.Axis(labelAngle=-45 if long_names else 0)),
+        y=alt.Y("actual:N", sort=interp.classes, title="actual"),
+        tooltip=tooltip,
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="blues", domain=[0, top]),
+                        legend=alt.Legend(format=".0%" if normalize else "d", orient="right")),
+        # The picked cell keeps an outline, so the gallery's cell is visible on the matrix too.
+        stroke=alt.condition(pick, alt.value("#ff4b4b"), alt.value(None), empty=False),
+        strokeWidth=alt.condition(pick, alt.value(3), alt.value(0), empty=False),
+    ).add_params(pick)
+    # Dark text on light cells, white on dark ones: readable whatever Streamlit's theme.
+    text = base.mark_text(fontSize=max(7, min(13, 200 // n))).encode(
+        text="label:N", color=alt.condition(alt.datum.value > top / 2, alt.value("white"), alt.value("black")))
+    # The column's width (cells of a discrete axis are a fixed step otherwise), the height grows with the classes.
+    return alt.layer(cells, text).properties(width="container", height=min(560, 140 + 30 * n))
 
 
 def per_class_table(interp: Interpretation) -> pd.DataFrame:
@@ -58,23 +72,33 @@ def cells(interp: Interpretation) -> list[tuple[str, str, int]]:
     return sorted(out, key=lambda c: (c[0] == c[1], -c[2]))
 
 
-def lr_find_figure(result: LRFinderResult) -> go.Figure:
+def lr_find_figure(result: LRFinderResult) -> alt.LayerChart:
     """Smoothed loss against learning rate (log axis), the suggestion marked."""
-    fig = go.Figure(go.Scatter(x=result.lrs, y=result.losses, mode="lines", name="loss",
-                               hovertemplate="lr %{x:.2e}<br>loss %{y:.4f}<extra></extra>"))
+    frame = pd.DataFrame({"lr": result.lrs, "loss": result.losses})
     best = min(range(len(result.lrs)), key=lambda i: abs(result.lrs[i] - result.suggested_lr))
-    fig.add_trace(go.Scatter(x=[result.suggested_lr], y=[result.losses[best]], mode="markers", name="suggestion",
-                             marker={"size": 12, "symbol": "circle-open", "line": {"width": 3}},
-                             hovertemplate="suggested lr %{x:.2e}<extra></extra>"))
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False)
-    fig.update_xaxes(type="log", title="learning rate", exponentformat="power")
-    fig.update_yaxes(title="loss (smoothed)")
-    return fig
+    # Ticks and grid at the decades only: Vega-Lite's log axis draws a line at every 2..9 in between.
+    decades = [10.0**k for k in range(math.floor(math.log10(min(result.lrs))), math.ceil(math.log10(max(result.lrs))) + 1)]
+    x = alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e", values=decades))
+    y = alt.Y("loss:Q", title="loss (smoothed)", scale=alt.Scale(zero=False))
+    tooltip = [alt.Tooltip("lr:Q", title="lr", format=".2e"), alt.Tooltip("loss:Q", format=".4f")]
+    curve = alt.Chart(frame).encode(x=x, y=y)
+    line = curve.mark_line()
+    # A line's tooltip names one point only; a transparent point per step gives each its own.
+    hover = curve.mark_point(size=60, opacity=0, filled=True).encode(tooltip=tooltip)
+    marked = alt.Chart(pd.DataFrame({"lr": [result.suggested_lr], "loss": [result.losses[best]]})).encode(
+        x=x, y=y, tooltip=[alt.Tooltip("lr:Q", title="suggested lr", format=".2e")])
+    rule = marked.mark_rule(strokeDash=[4, 4], opacity=0.6).encode(y=alt.value(0), y2=alt.value("height"))
+    point = marked.mark_point(size=160, strokeWidth=3, filled=False)
+    return alt.layer(line, hover, rule, point).properties(height=320)
 
 
 def clicked_cell(event) -> tuple[str, str] | None:
-    """(actual, predicted) of the confusion cell clicked in `st.plotly_chart(..., on_select="rerun")`."""
-    points = ((event or {}).get("selection") or {}).get("points") or []
-    if not points or "x" not in points[0] or "y" not in points[0]:
+    """(actual, predicted) of the confusion cell clicked in `st.altair_chart(..., on_select="rerun")`.
+
+    Streamlit returns a point selection with fields as `{"selection": {"cell": [{"actual": ..., "predicted":
+    ...}]}}`, and `{}` in place of the list when nothing is selected.
+    """
+    points = ((event or {}).get("selection") or {}).get(CELL_SELECTION) or []
+    if not isinstance(points, list) or not points or not {"actual", "predicted"} <= set(points[0]):
         return None
-    return str(points[0]["y"]), str(points[0]["x"])
+    return str(points[0]["actual"]), str(points[0]["predicted"])
