@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.experiments import ExperimentStore, Grid, start_experiment
 from tlcore.training.jobs import get_manager
@@ -68,11 +70,18 @@ def test_compare_page_shows_bands_table_and_verdict(runs_dir: Path, tiny_config)
     assert at.selectbox(key="experiment").value == record["experiment_id"]
     verdict = [m.value for m in at.markdown if m.value.startswith("**Verdict:**")]
     assert verdict and "validation images" in verdict[0]
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    assert len(charts) == 2
-    bands = [t for t in charts[0]["data"] if t.get("fill") == "toself"]
-    means = [t for t in charts[0]["data"] if "mean of 2" in t.get("name", "")]
-    assert len(bands) == 2 and len(means) == 2
+    acc, loss = at.get("vega_lite_chart")
+    cells = {"simple_cnn/scratch (mean of 2)", "simple_cnn/finetune (mean of 2)"}
+    for chart, metric in ((acc, "accuracy"), (loss, "loss")):
+        assert json.loads(chart.proto.spec)["title"]["text"] == f"validation {metric}: mean ± std over seeds"
+        seeds, band, means = layer(chart, "line", 0)[1], layer(chart, "area")[1], layer(chart, "line", 1)[1]
+        assert set(band["series"]) == set(means["series"]) == set(seeds["series"]) == cells
+        assert len(set(zip(seeds["cell"], seeds["seed"], strict=True))) == 4 and set(means["epoch"]) == {1, 2}
+        # The thick line is the seeds' mean, the band its ± sample std.
+        by_epoch = seeds.groupby(["cell", "epoch"])["value"]
+        means = means.set_index(["cell", "epoch"]).sort_index()
+        assert np.allclose(means["mean"], by_epoch.mean().sort_index())
+        assert np.allclose(band.set_index(["cell", "epoch"]).sort_index()["high"], (by_epoch.mean() + by_epoch.std()).sort_index())
     summary, per_run = (d.value for d in at.dataframe)  # AppTest does not keep dataframe keys
     assert sorted(summary["cell"]) == ["simple_cnn/finetune", "simple_cnn/scratch"]
     assert set(summary["n"]) == {2} and sorted(summary["rank"]) == [1, 2]

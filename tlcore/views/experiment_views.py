@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import altair as alt
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import hex_to_rgb, qualitative
 
 from tlcore.analysis import stats
 from tlcore.experiments import Grid, count_images, estimate, estimate_text, expand, progress
 from tlcore.runs import RunStore
 from tlcore.training.config import TrainConfig
 
-PALETTE = qualitative.Plotly
 METRIC_TITLES = {"acc": "validation accuracy", "loss": "validation loss"}
 
 
@@ -72,45 +70,57 @@ def progress_line(record: dict) -> tuple[float, str]:
     return (p["done"] / p["total"] if p["total"] else 1.0), text
 
 
-def _rgba(color: str, alpha: float) -> str:
-    r, g, b = hex_to_rgb(color)
-    return f"rgba({r},{g},{b},{alpha})"
+def _band_frames(runs: RunStore, shown: list[dict], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per seed and epoch, one row per cell and epoch with mean, std and the band's ends)."""
+    seeds, cells = [], []
+    for group in shown:
+        series = f"{group['name']} (mean of {group['n']})"
+        curves = pd.DataFrame({seed: pd.Series({m["epoch"]: m.get(f"val_{metric}") for m in runs.load(rid).metrics})
+                               for rid, seed in zip(group["run_ids"], group["seeds"], strict=True)}).astype(float)
+        for seed in curves.columns:
+            seeds += [{"series": series, "cell": group["name"], "seed": str(seed), "epoch": int(epoch), "value": v}
+                      for epoch, v in curves[seed].dropna().items()]
+        mean, std = curves.mean(axis=1), curves.std(axis=1, ddof=1).fillna(0)
+        cells += [{"series": series, "cell": group["name"], "n": group["n"], "epoch": int(epoch), "mean": mean[epoch],
+                   "std": std[epoch], "low": mean[epoch] - std[epoch], "high": mean[epoch] + std[epoch]}
+                  for epoch in curves.index if mean[epoch] == mean[epoch]]
+    columns = ["series", "cell", "n", "epoch", "mean", "std", "low", "high"]
+    return (pd.DataFrame(seeds, columns=["series", "cell", "seed", "epoch", "value"]),
+            pd.DataFrame(cells, columns=columns))
 
 
-def band_figure(runs: RunStore, groups: list[dict], metric: str = "acc", height: int = 340) -> go.Figure:
+def band_figure(runs: RunStore, groups: list[dict], metric: str = "acc", height: int = 340) -> alt.LayerChart:
     """Each cell's mean `val_<metric>` per epoch with a shaded ± std band; its seeds faint behind."""
     if metric not in METRIC_TITLES:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRIC_TITLES)}")
-    fig = go.Figure()
     shown = [g for g in groups if g["n"]]
+    seeds, cells = _band_frames(runs, shown, metric)
     fmt = ".1%" if metric == "acc" else ".4f"
-    for i, group in enumerate(shown):
-        color, name = PALETTE[i % len(PALETTE)], group["name"]
-        curves = pd.DataFrame({seed: pd.Series({m["epoch"]: m.get(f"val_{metric}") for m in runs.load(rid).metrics})
-                               for rid, seed in zip(group["run_ids"], group["seeds"], strict=True)})
-        for seed in curves.columns:
-            fig.add_trace(go.Scatter(x=curves.index, y=curves[seed], mode="lines", legendgroup=name,
-                                     showlegend=False, name=f"{name} · seed {seed}", opacity=0.35,
-                                     line={"color": color, "width": 1},
-                                     hovertemplate=f"seed {seed}, epoch %{{x}}: %{{y:{fmt}}}<extra>{name}</extra>"))
-        mean, std = curves.mean(axis=1), curves.std(axis=1, ddof=1).fillna(0)
-        if group["n"] > 1:
-            fig.add_trace(go.Scatter(x=list(curves.index) + list(curves.index[::-1]),
-                                     y=list(mean + std) + list((mean - std)[::-1]), fill="toself", mode="lines",
-                                     fillcolor=_rgba(color, 0.18), line={"width": 0}, hoverinfo="skip",
-                                     legendgroup=name, showlegend=False, name=f"{name} ± std"))
-        fig.add_trace(go.Scatter(x=curves.index, y=mean, mode="lines+markers", legendgroup=name,
-                                 name=f"{name} (mean of {group['n']})", line={"color": color, "width": 3},
-                                 hovertemplate=f"mean, epoch %{{x}}: %{{y:{fmt}}}<extra>{name}</extra>"))
-    rows = max(1, len(shown))
-    legend_px = 22 * rows + 10
-    fig.update_layout(
-        height=height + legend_px, margin={"l": 10, "r": 10, "t": 40, "b": 50 + legend_px},
-        title={"text": f"{METRIC_TITLES[metric]}: mean ± std over seeds", "x": 0, "xanchor": "left"},
-        legend={"orientation": "v", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0, "xanchor": "left"},
-        xaxis={"title": "epoch", "dtick": 1}, yaxis={"tickformat": ".0%" if metric == "acc" else None},
-    )
-    return fig
+    names = [f"{g['name']} (mean of {g['n']})" for g in shown]
+    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(zero=False), axis=alt.Axis(tickMinStep=1, format="d"))
+    scale = alt.Scale(zero=False)
+    axis = alt.Axis(format=".0%") if metric == "acc" else alt.Axis()
+    # One legend of the cells below the plot, one entry a line: long cell names never cover the curves.
+    # tableau10: a hue per cell (Streamlit's palette pairs dark and light blue), band and seeds in its shade.
+    color = alt.Color("series:N", title=None, scale=alt.Scale(domain=names, scheme="tableau10"),
+                      legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=480, symbolType="stroke",
+                                        symbolOpacity=1, symbolStrokeWidth=3))
+    seed_tips = [alt.Tooltip("cell:N"), alt.Tooltip("seed:N"), alt.Tooltip("epoch:Q"),
+                 alt.Tooltip("value:Q", title=METRIC_TITLES[metric], format=fmt)]
+    per_seed = alt.Chart(seeds).encode(x=x, y=alt.Y("value:Q", title=None, scale=scale, axis=axis), color=color)
+    seed_lines = per_seed.mark_line(strokeWidth=1, opacity=0.35).encode(detail="seed:N")
+    # A line's tooltip names one point only; a transparent point per epoch gives each its own.
+    seed_points = per_seed.mark_point(size=40, opacity=0, filled=True).encode(tooltip=seed_tips)
+    band = alt.Chart(cells[cells["n"] > 1]).mark_area(opacity=0.18).encode(
+        x=x, y=alt.Y("low:Q", title=None, scale=scale, axis=axis), y2="high:Q", color=color)
+    mean = alt.Chart(cells).mark_line(strokeWidth=3, point=True).encode(
+        x=x, y=alt.Y("mean:Q", title=None, scale=scale, axis=axis), color=color,
+        tooltip=[alt.Tooltip("cell:N"), alt.Tooltip("epoch:Q"), alt.Tooltip("mean:Q", format=fmt),
+                 alt.Tooltip("std:Q", title="± std", format=fmt), alt.Tooltip("n:Q", title="seeds")])
+    legend_px = 20 * max(1, len(shown)) + 10
+    return alt.layer(band, seed_lines, seed_points, mean).properties(
+        width="container", height=height + legend_px,
+        title=alt.TitleParams(f"{METRIC_TITLES[metric]}: mean ± std over seeds", anchor="start"))
 
 
 def _pm(mean, std, pct: bool) -> str:
