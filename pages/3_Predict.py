@@ -78,9 +78,9 @@ for i, item in enumerate(report.items):
         continue
     cols = st.columns([1, 2, 2] if item.imagenet is not None else [1, 2])
     cols[0].image(item.image, caption=item.name)
-    cols[1].plotly_chart(topk_figure(item.top, report.model), theme="streamlit", key=f"top_{i}")
+    cols[1].altair_chart(topk_figure(item.top, report.model), key=f"top_{i}")
     if item.imagenet is not None:
-        cols[2].plotly_chart(topk_figure(item.imagenet, report.imagenet_model), theme="streamlit", key=f"base_{i}")
+        cols[2].altair_chart(topk_figure(item.imagenet, report.imagenet_model), key=f"base_{i}")
     if show_cam:  # the photo, then each model's heatmap for its top class
         try:
             with st.spinner("Computing Grad-CAM..."):

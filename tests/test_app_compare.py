@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.training.config import TrainConfig
 from tlcore.training.jobs import get_manager
@@ -48,8 +49,14 @@ def compare_page() -> AppTest:
 
 
 def traces(chart) -> list[str]:
-    """Names of the traces that draw runs' curves (not best-epoch stars, not legend keys)."""
-    return [t["name"] for t in json.loads(chart.proto.spec)["data"] if t["mode"] != "markers" and t["x"] != [None]]
+    """The curves a chart draws, in order: a run's name, "<name> (train)" for its train curve."""
+    rows = layer(chart, "line")[1]
+    pairs = rows[["run", "split"]].drop_duplicates().itertuples(index=False, name=None)
+    return [run if split == "val" else f"{run} ({split})" for run, split in pairs]
+
+
+def y_domain(chart) -> list[float]:
+    return layer(chart, "line")[0]["encoding"]["y"]["scale"]["domain"]
 
 
 FT, SC = "simple_cnn + finetune · digits", "simple_cnn + scratch · digits"  # the failed run's data differs
@@ -67,12 +74,12 @@ def test_finished_runs_are_compared_by_default(runs: list[str]) -> None:
     finished = set(runs[:2])
     assert set(at.multiselect(key="runs").value) == finished
     assert len(at.multiselect(key="runs").options) == 3
-    acc, loss = at.get("plotly_chart")
+    acc, loss = at.get("vega_lite_chart")
     assert traces(acc) == traces(loss) == [FT, SC]  # newest first
     for chart in (acc, loss):
-        for trace in json.loads(chart.proto.spec)["data"]:
-            if trace["name"] in (FT, SC):
-                assert list(trace["x"]) == [1, 2]
+        rows = layer(chart, "line")[1]
+        for run in (FT, SC):
+            assert list(rows[rows["run"] == run]["epoch"]) == [1, 2]
 
     summary, epochs = at.dataframe
     assert list(summary.value["strategy"]) == ["finetune", "scratch"]
@@ -88,17 +95,17 @@ def test_finished_runs_are_compared_by_default(runs: list[str]) -> None:
 def test_train_curves_toggle(runs: list[str]) -> None:
     at = compare_page()
     at.toggle(key="show_train").set_value(True).run()
-    acc, _ = at.get("plotly_chart")
+    acc, _ = at.get("vega_lite_chart")
     assert traces(acc) == [FT, f"{FT} (train)", SC, f"{SC} (train)"]
-    legend = [t["name"] for t in json.loads(acc.proto.spec)["data"] if t.get("showlegend", True)]
-    assert legend == [FT, SC, "val (solid)", "train (dashed)", "best epoch"]  # each run listed once
+    assert layer(acc, "line")[0]["encoding"]["color"]["scale"]["domain"] == [FT, SC]  # each run listed once
+    assert "dashed: train" in json.loads(acc.proto.spec)["title"]["subtitle"]  # the key to the line styles
 
 
 def test_accuracy_axis_fits_the_runs_with_a_toggle_for_0_to_100(runs: list[str]) -> None:
     at = compare_page()
-    fitted = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    fitted = y_domain(at.get("vega_lite_chart")[0])
     at.toggle(key="acc_full").set_value(True).run()
-    full = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    full = y_domain(at.get("vega_lite_chart")[0])
     assert full == [0, 1.02] and fitted != full
 
 

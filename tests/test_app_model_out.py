@@ -10,6 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.export import write as export
 from tlcore.training.jobs import get_manager
@@ -68,7 +69,8 @@ def test_predict_from_an_uploaded_bundle_zip(runs_env) -> None:
     assert at.slider(key="k").value == 3  # top k is limited to the bundle's classes
     at.file_uploader(key="images").set_value(("chelsea.jpg", cat_jpeg(), "image/jpeg")).run()
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == 1  # the bundle's top-k only: no ImageNet chart beside it
+    (chart,) = at.get("vega_lite_chart")  # the bundle's top-k only: no ImageNet chart beside it
+    assert set(layer(chart, "bar")[1]["class"]) == {"cat", "coffee", "rocket"}
 
 
 def test_a_dataset_zip_is_refused_as_a_model(image_zip, runs_env) -> None:

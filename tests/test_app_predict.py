@@ -10,6 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.training.config import TrainConfig
 from tlcore.training.jobs import get_manager
@@ -147,5 +148,6 @@ def test_predict_page_says_why_there_is_no_imagenet_top_k(backbone: str, note: s
     assert not at.exception, [e.value for e in at.exception]
     notes = [c.value for c in at.caption if "ImageNet" in c.value]
     assert len(notes) == 1 and notes[0].startswith(note), [c.value for c in at.caption]
-    charts = at.get("plotly_chart")
+    charts = at.get("vega_lite_chart")
     assert len(charts) == 1, "expected the run's top-k alone, without an ImageNet chart beside it"
+    assert set(layer(charts[0], "bar")[1]["class"]) == {"cats", "dogs"}  # the run's own classes

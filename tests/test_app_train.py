@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from vega_data import layer
 
 from tlcore.training.config import TrainConfig
 from tlcore.training.jobs import get_manager
@@ -62,7 +62,7 @@ def test_widgets_exist_with_their_defaults(runs_dir: Path) -> None:
     assert (at.number_input(key="seed").value, at.number_input(key="subset").value) == (d.seed, None)
     assert at.button(key="start").label == "Start training"
     assert "No runs yet" in at.info[0].value
-    assert not at.get("plotly_chart")
+    assert not at.get("vega_lite_chart")
 
 
 def test_a_short_run_grows_curves_and_finishes(runs_dir: Path) -> None:
@@ -80,15 +80,15 @@ def test_a_short_run_grows_curves_and_finishes(runs_dir: Path) -> None:
     at.run()
     assert not at.exception
     assert ":green-badge[finished]" in badges(at)
-    (chart,) = at.get("plotly_chart")
-    spec = json.loads(chart.proto.spec)
-    val_acc = [t for t in spec["data"] if t["name"] == "val"][-1]
-    assert list(val_acc["x"]) == [1, 2]  # one point per finished epoch
+    (chart,) = at.get("vega_lite_chart")
+    rows = layer(chart, "line")[1]
+    val_acc = rows[(rows["metric"] == "acc") & (rows["series"] == "val")]
+    assert list(val_acc["epoch"]) == [1, 2]  # one point per finished epoch
     assert "best val acc" in " ".join(c.value for c in at.caption)
 
     # A reload (a new session) finds the same run: it comes from the manager and disk.
     again = train_page()
-    assert ":green-badge[finished]" in badges(again) and len(again.get("plotly_chart")) == 1
+    assert ":green-badge[finished]" in badges(again) and len(again.get("vega_lite_chart")) == 1
 
 
 def test_cancel_a_running_run(runs_dir: Path) -> None:

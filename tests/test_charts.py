@@ -6,6 +6,7 @@ import io
 
 import pandas as pd
 import pytest
+from vega_data import chart_layers, layer
 
 from tlcore.predict import Prediction
 from tlcore.runs import RunRecord
@@ -30,45 +31,83 @@ FE = _record("20250101-120000-efficientnet_lite0-feature_extraction-aaaaaa", "fe
 FT = _record("20250101-120500-efficientnet_lite0-finetune-bbbbbb", "finetune", [0.6, 0.9])
 
 
+def _curve(chart, metric: str, series: str) -> pd.DataFrame:
+    """The rows of one curve of `curves_figure`, in epoch order."""
+    rows = chart_layers(chart)[0][1]
+    return rows[(rows["metric"] == metric) & (rows["series"] == series)].sort_values("epoch")
+
+
 def test_curves_figure_has_train_and_val_loss_and_accuracy() -> None:
-    fig = charts.curves_figure(FE.metrics)
-    assert [(t.name, t.line.dash) for t in fig.data] == [("train", "dash"), ("val", "solid")] * 2
-    loss_val, acc_val = fig.data[1], fig.data[3]
-    assert list(loss_val.x) == [1, 2, 3] and list(loss_val.y) == pytest.approx([1.0, 0.7, 0.8])
-    assert list(acc_val.y) == [0.5, 0.8, 0.7]
+    chart = charts.curves_figure(FE.metrics)
+    loss, acc = chart.to_dict()["hconcat"]  # side by side
+    assert [v["encoding"]["y"]["title"] for v in (loss["layer"][0], acc["layer"][0])] == ["loss", "accuracy"]
+    loss_val, acc_val = _curve(chart, "loss", "val"), _curve(chart, "acc", "val")
+    assert list(loss_val["epoch"]) == [1, 2, 3] and list(loss_val["value"]) == pytest.approx([1.0, 0.7, 0.8])
+    assert list(acc_val["value"]) == [0.5, 0.8, 0.7]
+    assert list(_curve(chart, "acc", "train")["value"]) == pytest.approx([0.45, 0.75, 0.65])
+    # Train dashed, validation solid; the accuracy axis 0-100%, the loss axis from 0.
+    dash = layer(chart, "line")[0]["encoding"]["strokeDash"]["scale"]
+    assert dict(zip(dash["domain"], dash["range"], strict=True))["train"] != [1, 0]
+    assert dict(zip(dash["domain"], dash["range"], strict=True))["val"] == [1, 0]
+    assert acc["layer"][0]["encoding"]["y"]["scale"]["domain"] == [0, 1.02]
+    assert loss["layer"][0]["encoding"]["y"]["scale"]["zero"] is True
+    # Hover: every curve's points carry the split, the epoch and the value.
+    tips = [t["field"] for t in layer(chart, "line")[0]["encoding"]["tooltip"]]
+    assert tips == ["series", "epoch", "value"] and layer(chart, "line")[0]["mark"]["point"]
 
 
 def test_curves_figure_of_a_run_without_epochs_is_empty_not_an_error() -> None:
-    fig = charts.curves_figure([])
-    assert all(len(t.x) == 0 for t in fig.data)
+    chart = charts.curves_figure([])
+    assert all(rows.empty for _, rows in chart_layers(chart))
+    assert chart.to_dict()  # a valid spec
 
 
-def _lines(fig) -> list:
-    """The traces that draw a run's curve (not best-epoch stars, not legend keys)."""
-    return [t for t in fig.data if t.mode != "markers" and list(t.x) != [None]]
+def test_the_epoch_axis_ticks_whole_epochs_only() -> None:
+    """d3 prints a tick at 0.5 as "1" in whole numbers: the domain starts and ends on whole epochs."""
+    x = layer(charts.curves_figure(FE.metrics), "line")[0]["encoding"]["x"]
+    assert (x["scale"]["domain"], x["axis"]["values"]) == ([1, 3], [1, 2, 3])
+    first_epoch = layer(charts.curves_figure([], live=[(0.25, 2.0), (0.5, 1.9)]), "line")[0]["encoding"]["x"]
+    assert (first_epoch["scale"]["domain"], first_epoch["axis"]["values"]) == ([0, 1], [0, 1])
+    one = layer(charts.compare_figure([_record("20250101-120000-x", "finetune", [0.5])], "acc"), "line")[0]
+    assert one["encoding"]["x"]["scale"]["domain"] == [1, 2]  # one epoch: never an empty span
+    long = _record("20250101-120000-x", "finetune", [0.5] * 40)
+    axis = layer(charts.compare_figure([long], "acc"), "line")[0]["encoding"]["x"]["axis"]
+    assert "values" not in axis and axis["tickMinStep"] == 1
 
 
-def _legend(fig) -> list[str]:
-    return [t.name for t in fig.data if t.showlegend is not False]
+def _lines(chart) -> pd.DataFrame:
+    """Rows of the run curves of `compare_figure` (not the best-epoch stars)."""
+    return layer(chart, "line")[1]
+
+
+def _legend(chart) -> list[str]:
+    """The colour legend's entries: one per run, in order."""
+    return layer(chart, "line")[0]["encoding"]["color"]["scale"]["domain"]
 
 
 def test_compare_figure_one_line_per_run_named_by_backbone_and_strategy() -> None:
-    fig = charts.compare_figure([FE, FT], "acc")
-    assert [t.name for t in _lines(fig)] == ["efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune"]
-    assert list(_lines(fig)[1].y) == [0.6, 0.9]
+    chart = charts.compare_figure([FE, FT], "acc")
+    lines = _lines(chart)
+    assert list(lines["run"].unique()) == ["efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune"]
+    assert list(lines[lines["run"] == "efficientnet_lite0 + finetune"]["value"]) == [0.6, 0.9]
+    assert set(lines["split"]) == {"val"} and "strokeDash" not in layer(chart, "line")[0]["encoding"]
     with_train = charts.compare_figure([FE, FT], "loss", include_train=True)
     lines = _lines(with_train)
-    assert len(lines) == 4
-    assert [t.line.dash for t in lines] == ["solid", "dash"] * 2
-    assert lines[0].line.color == lines[1].line.color != lines[2].line.color  # colour per run, dash per split
+    assert list(lines[["run", "split"]].drop_duplicates().itertuples(index=False, name=None)) == [
+        (run, split) for run in ("efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune")
+        for split in ("val", "train")]
+    encoding = layer(with_train, "line")[0]["encoding"]
+    assert encoding["color"]["field"] == "legend" and encoding["strokeDash"]["field"] == "split"  # colour per run,
+    assert dict(zip(*encoding["strokeDash"]["scale"].values(), strict=True)) == charts.SPLIT_DASH  # dash per split
+    assert "dashed: train" in with_train.to_dict()["title"]["subtitle"]
     with pytest.raises(ValueError, match="unknown metric"):
         charts.compare_figure([FE], "top5")
 
 
 def test_compare_accepts_live_snapshots_too() -> None:
     snapshot = {"run_id": FT.run_id, "config": FT.config, "status": "running", "metrics": FT.metrics}
-    fig = charts.compare_figure([snapshot], "acc")
-    assert fig.data[0].name == "efficientnet_lite0 + finetune" and list(fig.data[0].y) == [0.6, 0.9]
+    lines = _lines(charts.compare_figure([snapshot], "acc"))
+    assert set(lines["run"]) == {"efficientnet_lite0 + finetune"} and list(lines["value"]) == [0.6, 0.9]
 
 
 def test_run_names_are_made_unique() -> None:
@@ -158,13 +197,19 @@ def test_dataset_names_for_display() -> None:
 
 def test_topk_figure_puts_the_most_likely_class_on_top() -> None:
     preds = [Prediction("tabby", 0.6), Prediction("tiger cat", 0.3), Prediction("lynx", 0.1)]
-    bar = charts.topk_figure(preds, "lite0").data[0]
-    assert bar.orientation == "h"
-    assert list(bar.y) == ["lynx", "tiger cat", "tabby"]  # plotly draws the last category on top
-    assert list(bar.x) == [0.1, 0.3, 0.6] and list(bar.text) == ["10.0%", "30.0%", "60.0%"]
-    digits = charts.topk_figure([Prediction("8", 0.7), Prediction("3", 0.2)])
-    assert digits.layout.yaxis.type == "category"  # class "8" is a name, not a position on an axis
-    assert charts.topk_figure([("a", 1.0)]).data[0].y == ("a",)
+    chart = charts.topk_figure(preds, "lite0")
+    bars, rows = layer(chart, "bar")
+    assert bars["encoding"]["x"]["field"] == "prob" and bars["encoding"]["y"]["field"] == "class"  # horizontal
+    assert bars["encoding"]["y"]["sort"] == ["tabby", "tiger cat", "lynx"]  # the first on top
+    assert list(rows["prob"]) == [0.6, 0.3, 0.1] and list(rows["text"]) == ["60.0%", "30.0%", "10.0%"]
+    assert bars["encoding"]["x"]["scale"]["domain"] == [0, 1]
+    # Each bar's percentage is written once: inside a long bar, beside a short one.
+    texts = [spec["transform"][0]["filter"] for spec, _ in chart_layers(chart) if spec["mark"]["type"] == "text"]
+    assert texts == ["(datum.prob >= 0.25)", "(datum.prob < 0.25)"]
+    digits = layer(charts.topk_figure([Prediction("8", 0.7), Prediction("3", 0.2)]), "bar")
+    assert digits[0]["encoding"]["y"]["type"] == "nominal"  # class "8" is a name, not a position on an axis
+    assert list(digits[1]["class"]) == ["8", "3"]
+    assert list(layer(charts.topk_figure([("a", 1.0)]), "bar")[1]["class"]) == ["a"]
 
 
 # ---- tlcore.views.ui display helpers ------------------------------------------------------------
@@ -226,55 +271,60 @@ def test_backbone_rows_are_quick_and_label_offline_weights() -> None:
 
 
 def test_compare_legend_lists_each_run_once_below_the_plot_with_room() -> None:
-    """Ten runs with train curves: one legend entry per run plus keys, in a margin under the axis title."""
+    """Ten runs with train curves: one legend entry per run, a colour each, under the plot, never cut short."""
     runs = [_record(f"20250101-17{i:02d}00-efficientnet_lite0-finetune-{i:06d}", "finetune", [0.5 + i / 40, 0.6])
             for i in range(10)]
-    fig = charts.compare_figure(runs, "acc", include_train=True)
+    chart = charts.compare_figure(runs, "acc", include_train=True)
     names = charts.run_names(runs)
-    assert _legend(fig) == [*names, "val (solid)", "train (dashed)", "best epoch"]
-    assert len({t.line.color for t in _lines(fig)}) == 10  # a colour per run
-    legend, margin = fig.layout.legend, fig.layout.margin
-    assert (legend.yref, legend.yanchor, legend.y) == ("container", "bottom", 0)  # under the plot, not on it
-    assert margin.b >= 50 + charts.LEGEND_ROW_PX * 13  # ticks and "epoch" first, then 13 legend rows
-    assert fig.layout.height == 320 + margin.t + margin.b  # the plot keeps its height; the figure grows
+    color = layer(chart, "line")[0]["encoding"]["color"]
+    assert _legend(chart) == names and len(set(color["scale"]["range"])) == 10  # a colour per run
+    assert (color["legend"]["orient"], color["legend"]["labelLimit"]) == ("bottom", 0)  # under the plot, whole labels
+    spec = chart.to_dict()
+    assert spec["height"] == 300 and spec["autosize"]["type"] == "fit-x"  # the plot keeps its height; the chart grows
 
 
 def test_long_run_labels_wrap_in_the_legend_instead_of_running_off_the_chart() -> None:
     label = "efficientnet_lite0 + feature_extraction · cats vs dogs.zip · 64 px · all images · lr 0.001 · 3 epochs"
     assert charts.legend_name(label) == (
-        "efficientnet_lite0 + feature_extraction · cats vs dogs.zip<br>64 px · all images · lr 0.001 · 3 epochs")
+        "efficientnet_lite0 + feature_extraction · cats vs dogs.zip\n64 px · all images · lr 0.001 · 3 epochs")
     assert charts.legend_name("resnet18 + finetune") == "resnet18 + finetune"
     run = _record("20250101-171000-x", "finetune", [0.5])
-    one_line = charts.compare_figure([run], "acc", names=["short"])
-    two_lines = charts.compare_figure([run], "acc", names=[label])
-    assert _legend(two_lines)[0] == charts.legend_name(label)
-    assert two_lines.layout.margin.b == one_line.layout.margin.b + charts.LEGEND_ROW_PX  # room for the 2nd line
+    chart = charts.compare_figure([run], "acc", names=[label])
+    assert _legend(chart) == [charts.legend_name(label)]
+    assert "split(datum.label" in layer(chart, "line")[0]["encoding"]["color"]["legend"]["labelExpr"]  # lines drawn
+    assert set(_lines(chart)["run"]) == {label}  # the hover shows the label on one line
+
+
+def _acc_axis(chart) -> dict:
+    return layer(chart, "line")[0]["encoding"]["y"]
 
 
 def test_accuracy_axis_fits_the_data_unless_asked_for_0_to_100() -> None:
     high = [_record("20250101-180000-a", "finetune", [0.86, 0.93]), _record("20250101-180100-b", "finetune", [0.9, 0.97])]
-    low, top = charts.compare_figure(high, "acc").layout.yaxis.range
+    low, top = _acc_axis(charts.compare_figure(high, "acc"))["scale"]["domain"]
     assert 0.8 <= low < 0.86 and 0.97 < top <= 1.02
-    assert list(charts.compare_figure(high, "acc", full_range=True).layout.yaxis.range) == [0, 1.02]
+    assert _acc_axis(charts.compare_figure(high, "acc", full_range=True))["scale"]["domain"] == [0, 1.02]
 
 
 def test_a_narrow_accuracy_axis_shows_a_decimal_so_its_ticks_do_not_repeat() -> None:
-    # Runs at 22-23%: the fitted axis spans 4 points and plotly ticks it every half point, which
-    # whole percents printed as "22%, 22%, 23%, 23%" (seen on Compare with 300 copied runs).
+    # Runs at 22-23%: the fitted axis spans 4 points and its ticks half a point apart read
+    # "22%, 22%, 23%, 23%" in whole percents (seen on Compare with 300 copied runs).
     close = [_record("20250101-180000-a", "finetune", [0.22, 0.23]), _record("20250101-180100-b", "finetune", [0.225])]
-    assert charts.compare_figure(close, "acc").layout.yaxis.tickformat == ".1%"
-    assert charts.compare_figure(close, "acc", full_range=True).layout.yaxis.tickformat == ".0%"
+    assert _acc_axis(charts.compare_figure(close, "acc"))["axis"]["format"] == ".1%"
+    assert _acc_axis(charts.compare_figure(close, "acc", full_range=True))["axis"]["format"] == ".0%"
     wide = [_record("20250101-180000-a", "finetune", [0.3, 0.9])]
-    assert charts.compare_figure(wide, "acc").layout.yaxis.tickformat == ".0%"
+    assert _acc_axis(charts.compare_figure(wide, "acc"))["axis"]["format"] == ".0%"
 
 
 def test_each_run_s_best_epoch_is_starred_on_both_charts() -> None:
     for metric, y in (("acc", 0.8), ("loss", 0.7)):
-        stars = [t for t in charts.compare_figure([FE, FT], metric).data if t.mode == "markers" and list(t.x) != [None]]
-        assert [(t.name, list(t.x)) for t in stars] == [
-            ("efficientnet_lite0 + feature_extraction: best epoch", [2]), ("efficientnet_lite0 + finetune: best epoch", [2])]
-        assert stars[0].y[0] == pytest.approx(y) and stars[0].marker.symbol == "star"
-        assert stars[0].marker.color == _lines(charts.compare_figure([FE, FT], metric))[0].line.color
+        chart = charts.compare_figure([FE, FT], metric)
+        star, rows = layer(chart, "point")
+        assert list(zip(rows["run"], rows["epoch"], strict=True)) == [
+            ("efficientnet_lite0 + feature_extraction", 2), ("efficientnet_lite0 + finetune", 2)]
+        assert rows["value"][0] == pytest.approx(y) and star["mark"]["shape"] == charts.STAR
+        assert star["encoding"]["color"] == layer(chart, "line")[0]["encoding"]["color"]  # the run's colour
+        assert "best epoch" in chart.to_dict()["title"]["subtitle"]
 
 
 def test_summary_names_size_subset_lr_head_and_counts_before_ids() -> None:
@@ -289,10 +339,14 @@ def test_summary_names_size_subset_lr_head_and_counts_before_ids() -> None:
 
 
 def test_curves_show_the_batches_of_the_epoch_in_progress() -> None:
-    fig = charts.curves_figure(FE.metrics[:1], live=[(1.25, 0.9), (1.5, 0.8)])
-    live = [t for t in fig.data if t.name == "train batches (live)"]
-    assert len(live) == 1 and list(live[0].x) == [1.25, 1.5] and list(live[0].y) == [0.9, 0.8]
-    assert fig.layout.legend.yref == "container"  # below the plots, clear of the "epoch" titles
+    chart = charts.curves_figure(FE.metrics[:1], live=[(1.25, 0.9), (1.5, 0.8)])
+    live = _curve(chart, "loss", charts.LIVE)
+    assert list(live["epoch"]) == [1.25, 1.5] and list(live["value"]) == [0.9, 0.8]
+    assert _curve(chart, "acc", charts.LIVE).empty  # on the loss plot only
+    legend = layer(chart, "line")[0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom" and legend["values"] == ["train", charts.LIVE, "val"]  # below the plots
+    assert layer(charts.curves_figure(FE.metrics), "line")[0]["encoding"]["color"]["legend"]["values"] == [
+        "train", "val"]  # no live entry once the run ended
 
 
 def test_result_line_says_1_epoch() -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 
 
 def chart_layers(chart) -> list[tuple[dict, pd.DataFrame]]:
-    """(layer spec, its data) for each layer of `chart`: an Altair chart, or what `at.get("vega_lite_chart")` holds.
+    """(layer spec, its data) for each layer of `chart` (those of concatenated charts too): an Altair chart, or what `at.get("vega_lite_chart")` holds.
 
     Streamlit sends each named dataset as Arrow beside the spec; Altair keeps them in the spec's `datasets`.
     """
@@ -20,8 +20,14 @@ def chart_layers(chart) -> list[tuple[dict, pd.DataFrame]]:
     else:
         spec = chart.to_dict()
         data = {name: pd.DataFrame(rows) for name, rows in spec.get("datasets", {}).items()}
-    top = (spec.get("data") or {}).get("name")
-    return [(layer, data[(layer.get("data") or {}).get("name", top)]) for layer in spec.get("layer", [spec])]
+    return [(view, data[name]) for view, name in _views(spec, None)]
+
+
+def _views(spec: dict, data_name: str | None) -> list[tuple[dict, str | None]]:
+    """Each single view of a layered or concatenated spec, with the name of the data it inherits."""
+    name = (spec.get("data") or {}).get("name", data_name)
+    parts = [part for key in ("hconcat", "vconcat", "concat", "layer") for part in spec.get(key, [])]
+    return [view for part in parts for view in _views(part, name)] if parts else [(spec, name)]
 
 
 def layer(chart, mark: str, index: int = 0) -> tuple[dict, pd.DataFrame]:

@@ -1,28 +1,31 @@
-"""Plotly figures and pandas tables built from runs: pure functions the pages only display.
+"""Altair (Vega-Lite) charts and pandas tables built from runs: pure functions the pages only display.
 
 A "run" here is either a `RunRecord` (from disk) or a snapshot dict from
-`JobManager.snapshot` (live); both carry a config, a status and per-epoch metrics. Figures set
-no template, so `st.plotly_chart(..., theme="streamlit")` colours them for the light or the
-dark theme alike.
+`JobManager.snapshot` (live); both carry a config, a status and per-epoch metrics. Charts set
+no background, font or grid colour, so `st.altair_chart(..., theme="streamlit")` draws them for the
+light or the dark theme alike. Vega-Lite, not plotly: plotly's browser bundle cost about 1 s
+of every page that drew a chart (issue 13).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
+import altair as alt
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from tlcore.models.backbones import get_backbone
 from tlcore.names import dataset_name  # re-exported: pages and ui.py take it from here
 from tlcore.runs import RunRecord
 
-PALETTE = qualitative.Plotly
-SPLIT_DASH = {"train": "dash", "val": "solid"}
+# Vega's tableau10: distinct hues that read on a light and on a dark background (runs, splits).
+PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#bab0ac")
+SPLIT_DASH = {"val": [1, 0], "train": [6, 4]}  # solid, dashed
 METRIC_TITLES = {"acc": "accuracy", "loss": "loss"}
+STAR = "M0,-1L0.26,-0.36L0.95,-0.31L0.43,0.14L0.59,0.81L0,0.45L-0.59,0.81L-0.43,0.14L-0.95,-0.31L-0.26,-0.36Z"
 
 
 def _parts(run: RunRecord | dict) -> tuple[str, dict, dict, list[dict]]:
@@ -122,50 +125,44 @@ def _column(metrics: list[dict], key: str) -> tuple[list, list]:
     return [m.get("epoch", i + 1) for i, m in enumerate(rows)], [m[key] for m in rows]
 
 
-def _epoch_axis(fig: go.Figure, n_epochs: int) -> None:
-    # Whole epochs only; a short run would otherwise get ticks at 1.5, 2.5...
-    fig.update_xaxes(title_text="epoch", tickmode="linear" if n_epochs <= 12 else "auto", dtick=1, tick0=1)
+def _epoch_x(xs) -> alt.X:
+    """The epoch axis over `xs` (epochs, or fractions of one for live batches): whole epochs only.
 
-
-def _mode(n_points: int) -> str:
-    return "lines+markers" if n_points <= 40 else "lines"  # markers only help while they are few
-
-
-LEGEND_ROW_PX = 21  # one legend entry, font 12, with its spacing
-
-
-def _legend_below(fig: go.Figure, entries: int, plot_height: int, top: int, columns: int = 1) -> None:
-    """Put the legend under the plot, in a bottom margin sized for it.
-
-    The margin holds the x-axis ticks and title first, then the legend: it never covers the
-    axis title or the lines, and ten runs fit without a scrollbar (the figure grows instead).
+    Its domain starts at a whole epoch and spans at least one, so a run in its first epoch gets
+    ticks 0 and 1 and a short run no ticks at 1.5, 2.5... (d3 prints 0.5 as "1" in whole numbers).
     """
-    rows = -(-entries // columns)
-    bottom = 50 + LEGEND_ROW_PX * rows + 8
-    fig.update_layout(
-        height=plot_height + top + bottom, margin={"l": 10, "r": 10, "t": top, "b": bottom},
-        legend={"orientation": "v" if columns == 1 else "h", "yref": "container", "yanchor": "bottom", "y": 0,
-                "xanchor": "left", "x": 0, "font": {"size": 12}, "tracegroupgap": 0},
-    )
+    xs = list(xs)
+    lo = math.floor(min(xs, default=1))
+    hi = max(math.ceil(max(xs, default=1)), lo + 1)
+    ticks = alt.Axis(values=list(range(lo, hi + 1)), format="d") if hi - lo <= 12 else alt.Axis(
+        tickMinStep=1, format="d")
+    # Padded so the first and last points (a star is 14 px wide) are not cut by the plot's edges.
+    return alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[lo, hi], nice=False, padding=10), axis=ticks)
+
+
+def _points(n_points: int) -> alt.OverlayMarkDef:
+    """Points on a line: they carry its hover tooltips; drawn only while few, else hover-only (transparent)."""
+    return alt.OverlayMarkDef(filled=True, size=40 if n_points <= 40 else 20, opacity=1 if n_points <= 40 else 0)
 
 
 LEGEND_WRAP = 60  # characters per legend line: a long label wraps at " · " instead of running off the chart
 
 
 def legend_name(name: str, width: int = LEGEND_WRAP) -> str:
-    """A run label for a legend: wrapped onto lines of about `width` characters at its " · " breaks."""
+    """A run label for a legend: wrapped onto lines of about `width` characters at its " · " breaks
+    (lines joined by newlines; `_wrapped` makes Vega draw them as lines)."""
     lines = [""]
     for part in name.split(" · "):
         if lines[-1] and len(lines[-1]) + 3 + len(part) > width:
             lines.append(part)
         else:
             lines[-1] = f"{lines[-1]} · {part}" if lines[-1] else part
-    return "<br>".join(lines)
+    return "\n".join(lines)
 
 
-def _key(fig: go.Figure, name: str, **style) -> None:
-    """A legend-only entry explaining a line style or a marker (no data)."""
-    fig.add_trace(go.Scatter(x=[None], y=[None], name=name, hoverinfo="skip", **style))
+def _wrapped(**legend) -> alt.Legend:
+    """A legend whose labels are drawn on the lines `legend_name` chose, never cut short."""
+    return alt.Legend(labelExpr="split(datum.label, '\\n')", labelLimit=0, **legend)
 
 
 def _acc_range(values: list[float], full: bool) -> list[float]:
@@ -186,86 +183,118 @@ def best_epoch(run: RunRecord | dict) -> int | None:
     return max(accs, key=lambda a: a[0])[1] if accs else None  # max() keeps the first of equals
 
 
-def curves_figure(metrics: list[dict], height: int = 240, live: list[tuple[float, float]] | None = None) -> go.Figure:
+LIVE = "train batches (live)"
+CURVE_SERIES = ("train", LIVE, "val")  # the curves' colours, dashes and widths, in this order:
+CURVE_STYLE = ((PALETTE[0], [6, 4], 2), ("#9ecae9", [1, 0], 1), (PALETTE[1], [1, 0], 2))
+
+
+def _value_format(metric: str) -> str:
+    return ".1%" if metric == "acc" else ".4f"
+
+
+def _series_style(legend: alt.Legend) -> dict:
+    """Colour, dash and width of each of `CURVE_SERIES`: three channels on one field, so one legend shows all."""
+    channels = {"color": alt.Color, "strokeDash": alt.StrokeDash, "strokeWidth": alt.StrokeWidth}
+    return {name: channel("series:N", title=None, legend=legend, scale=alt.Scale(
+        domain=list(CURVE_SERIES), range=[style[i] for style in CURVE_STYLE])) for i, (name, channel) in
+        enumerate(channels.items())}
+
+
+def curves_figure(metrics: list[dict], height: int = 200, live: list[tuple[float, float]] | None = None,
+                  width: int = 330) -> alt.HConcatChart:
     """Loss and accuracy per epoch of one run, train dashed and validation solid, side by side.
 
-    `live`: (x in epochs, loss) of training batches since the last epoch ended, drawn as a thin
-    line on the loss plot so a running run shows progress inside an epoch.
+    `live`: (x in epochs, loss) of the training batches the page saw, drawn as a thin light line
+    on the loss plot so a running run shows progress inside an epoch. `height` and `width` are
+    each plot's (Streamlit draws side-by-side charts at their own width, not the column's); the
+    legend below adds to the height.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.1)
-    for col, metric in enumerate(("loss", "acc"), start=1):
-        for color, split in zip(PALETTE, ("train", "val"), strict=False):
-            x, y = _column(metrics, f"{split}_{metric}")
-            fig.add_trace(
-                go.Scatter(x=x, y=y, name=split, mode=_mode(len(x)), legendgroup=split, showlegend=col == 1,
-                           line={"color": color, "dash": SPLIT_DASH[split]}),
-                row=1, col=col,
-            )
-    if live:
-        fig.add_trace(go.Scatter(x=[x for x, _ in live], y=[y for _, y in live], name="train batches (live)",
-                                 mode="lines", line={"color": PALETTE[0], "width": 1}, opacity=0.5),
-                      row=1, col=1)
-    fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    _epoch_axis(fig, max(len(metrics), int(max((x for x, _ in live), default=0)) + 1 if live else 0))
-    _legend_below(fig, 3 if live else 2, height, top=30, columns=3)
-    return fig
+    rows = [{"metric": metric, "series": split, "epoch": x, "value": y}
+            for metric in ("loss", "acc") for split in ("train", "val")
+            for x, y in zip(*_column(metrics, f"{split}_{metric}"), strict=True)]
+    rows += [{"metric": "loss", "series": LIVE, "epoch": x, "value": y} for x, y in live or ()]
+    frame = pd.DataFrame(rows, columns=["metric", "series", "epoch", "value"])
+    # Long stroke symbols, so the legend shows the dash of the train line.
+    legend = alt.Legend(orient="bottom", direction="horizontal", symbolType="stroke", symbolSize=400,
+                        values=[s for s in CURVE_SERIES if s != LIVE or live])
+    style = _series_style(legend)
+
+    def panel(metric: str) -> alt.LayerChart:
+        y_scale = alt.Scale(domain=[0, 1.02], nice=False) if metric == "acc" else alt.Scale(zero=True)
+        base = alt.Chart(frame).transform_filter(alt.datum.metric == metric).encode(
+            x=_epoch_x(frame["epoch"]), y=alt.Y("value:Q", title=METRIC_TITLES[metric], scale=y_scale,
+                                                axis=alt.Axis(format=".0%") if metric == "acc" else alt.Axis()),
+            tooltip=[alt.Tooltip("series:N"), alt.Tooltip("epoch:Q", format=".2~f"),
+                     alt.Tooltip("value:Q", title=METRIC_TITLES[metric], format=_value_format(metric))],
+            **style)
+        epochs = base.transform_filter(alt.datum.series != LIVE).mark_line(point=_points(len(metrics)))
+        trail = base.transform_filter(alt.datum.series == LIVE).mark_line(opacity=0.8)
+        return alt.layer(epochs, trail).properties(width=width, height=height)
+
+    return alt.hconcat(panel("loss"), panel("acc"))
+
+
+def _compare_rows(runs: Sequence[RunRecord | dict], names: list[str], metric: str,
+                  splits: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curves, stars): a row per run, split and epoch; a row per run at the epoch it kept."""
+    lines, stars = [], []
+    for run, name in zip(runs, names, strict=True):
+        metrics, shown = _parts(run)[3], legend_name(name)
+        for split in splits:
+            lines += [{"run": name, "legend": shown, "split": split, "epoch": e, "value": v}
+                      for e, v in zip(*_column(metrics, f"{split}_{metric}"), strict=True)]
+        best = best_epoch(run)
+        at = [m.get(f"val_{metric}") for m in metrics if m.get("epoch") == best]
+        if at and at[0] is not None:
+            stars.append({"run": name, "legend": shown, "epoch": best, "value": at[0]})
+    return (pd.DataFrame(lines, columns=["run", "legend", "split", "epoch", "value"]),
+            pd.DataFrame(stars, columns=["run", "legend", "epoch", "value"]))
+
+
+def _compare_y(metric: str, values: list[float], full_range: bool) -> alt.Y:
+    title = METRIC_TITLES[metric]
+    if metric == "loss":
+        return alt.Y("value:Q", title=title, scale=alt.Scale(zero=True))
+    rng = _acc_range(values, full_range)
+    # Whole percents repeat on a narrow fitted axis (ticks 0.5 points apart read "24%, 24%"): one decimal there.
+    return alt.Y("value:Q", title=title, scale=alt.Scale(domain=rng, nice=False),
+                 axis=alt.Axis(format=".0%" if rng[1] - rng[0] >= 0.1 else ".1%"))
 
 
 def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", include_train: bool = False,
-                   names: list[str] | None = None, height: int = 320, full_range: bool = False) -> go.Figure:
+                   names: list[str] | None = None, height: int = 300, full_range: bool = False) -> alt.LayerChart:
     """One line per run of validation `metric` ("acc" or "loss") per epoch.
 
-    Each run has one colour and one legend entry; with `include_train` its train curve is the
-    same colour, dashed, and two grey legend keys say which style is which split. A star marks
-    the epoch each run kept (its best validation accuracy). The accuracy axis is fitted to
-    the data unless `full_range` (0-100%). `height` is the plot's; the legend below adds to it.
+    Each run has one colour and one legend entry (below the plot, long labels on several lines);
+    with `include_train` its train curve is the same colour, dashed. A star marks the epoch each
+    run kept (its best validation accuracy); the subtitle says what the line styles and the star
+    mean. The accuracy axis is fitted to the data unless `full_range` (0-100%). `height` is the
+    plot's; the legend adds to it. The chart fills its column's width.
     """
     if metric not in METRIC_TITLES:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRIC_TITLES)}")
     names = names or run_names(runs)
-    fig = go.Figure()
-    longest, plotted, legend_rows = 0, [], 0
-    splits = ("val", "train") if include_train else ("val",)
-    for i, (run, name) in enumerate(zip(runs, names, strict=True)):
-        metrics = _parts(run)[3]
-        longest = max(longest, len(metrics))
-        color = PALETTE[i % len(PALETTE)]
-        shown = legend_name(name)
-        legend_rows += shown.count("<br>") + 1
-        for split in splits:
-            x, y = _column(metrics, f"{split}_{metric}")
-            plotted += y
-            fig.add_trace(go.Scatter(
-                x=x, y=y, mode=_mode(len(x)), legendgroup=name, showlegend=split == "val",
-                name=shown if split == "val" else f"{name} (train)",
-                line={"color": color, "dash": SPLIT_DASH[split]},
-            ))
-        best = best_epoch(run)
-        at = [m.get(f"val_{metric}") for m in metrics if m.get("epoch") == best]
-        if at and at[0] is not None:
-            fig.add_trace(go.Scatter(
-                x=[best], y=at, mode="markers", legendgroup=name, showlegend=False, name=f"{name}: best epoch",
-                marker={"symbol": "star", "size": 14, "color": color, "line": {"width": 1, "color": "white"}},
-                hovertemplate=f"best epoch %{{x}}: %{{y:{'.1%' if metric == 'acc' else '.4f'}}}<extra>{name}</extra>",
-            ))
-    keys = 1
-    if include_train:
-        _key(fig, "val (solid)", mode="lines", line={"color": "gray", "dash": "solid"})
-        _key(fig, "train (dashed)", mode="lines", line={"color": "gray", "dash": "dash"})
-        keys += 2
-    _key(fig, "best epoch", mode="markers", marker={"symbol": "star", "size": 12, "color": "gray"})
-    title = f"{'train and ' if include_train else ''}validation {METRIC_TITLES[metric]}"
-    fig.update_layout(title_text=title)
-    _legend_below(fig, legend_rows + keys, height, top=40)
-    if metric == "acc":
-        rng = _acc_range(plotted, full_range)
-        # Whole percents repeat on a narrow fitted axis (ticks 0.5 points apart read "24%, 24%"): one decimal there.
-        fig.update_yaxes(range=rng, tickformat=".0%" if rng[1] - rng[0] >= 0.1 else ".1%")
-    else:
-        fig.update_yaxes(rangemode="tozero")
-    _epoch_axis(fig, longest)
-    return fig
+    lines, stars = _compare_rows(runs, names, metric, ("val", "train") if include_train else ("val",))
+    y = _compare_y(metric, list(lines["value"]), full_range)
+    color = alt.Color("legend:N", title=None, sort=None,
+                      scale=alt.Scale(domain=[legend_name(n) for n in names],
+                                      range=[PALETTE[i % len(PALETTE)] for i in range(len(names))]),
+                      legend=_wrapped(orient="bottom", direction="vertical", symbolType="stroke", columns=1))
+    value = alt.Tooltip("value:Q", title=METRIC_TITLES[metric], format=_value_format(metric))
+    style = {"color": color}
+    if include_train:  # a legend keyed on the dash drew no line in its symbols: the subtitle explains the dash
+        style["strokeDash"] = alt.StrokeDash("split:N", legend=None, scale=alt.Scale(
+            domain=list(SPLIT_DASH), range=list(SPLIT_DASH.values())))
+    curves = alt.Chart(lines).mark_line(point=_points(lines["epoch"].nunique())).encode(
+        x=_epoch_x(lines["epoch"]), y=y, tooltip=["run:N", "split:N", alt.Tooltip("epoch:Q", format="d"), value], **style)
+    best = alt.Chart(stars).mark_point(shape=STAR, filled=True, size=160, opacity=1, stroke="white",
+                                       strokeWidth=0.5).encode(
+        x=_epoch_x(lines["epoch"]), y=y, color=color, tooltip=["run:N", alt.Tooltip("epoch:Q", title="best epoch"), value])
+    key = "solid: validation · dashed: train · ★ best epoch" if include_train else "★ best epoch"
+    return alt.layer(curves, best).properties(
+        title=alt.Title(f"{'train and ' if include_train else ''}validation {METRIC_TITLES[metric]}",
+                        subtitle=f"{key} (the weights the run kept)", anchor="start"),
+        height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 EPOCH_COLUMNS = (("train_loss", "train loss"), ("train_acc", "train acc"), ("val_loss", "val loss"),
@@ -357,24 +386,30 @@ def summary_table(runs: Sequence[RunRecord | dict], names: list[str] | None = No
     return table
 
 
-def topk_figure(predictions: Sequence, title: str = "", height: int | None = None) -> go.Figure:
-    """Horizontal bars of top-k probabilities, the most likely class on top.
+def topk_figure(predictions: Sequence, title: str = "", height: int | None = None) -> alt.LayerChart:
+    """Horizontal bars of top-k probabilities, the most likely class on top, each bar's percentage
+    written in it (or beside it when the bar is short).
 
     `predictions` are objects with `.label` and `.prob` (tlcore.predict.Prediction) or
-    (label, prob) pairs.
+    (label, prob) pairs. `height`: the plot's, 28 px a class by default.
     """
     pairs = [(p.label, p.prob) if hasattr(p, "label") else (p[0], p[1]) for p in predictions]
-    labels = [label for label, _ in reversed(pairs)]
-    probs = [prob for _, prob in reversed(pairs)]
-    fig = go.Figure(go.Bar(
-        x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs], textposition="auto",
-        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
-    ))
-    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height or 90 + 32 * max(len(pairs), 1),
-                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
-    fig.update_xaxes(range=[0, 1], tickformat=".0%")
-    fig.update_yaxes(type="category", automargin=True)  # class names like "8" are names, not numbers
-    return fig
+    frame = pd.DataFrame({"class": [str(label) for label, _ in pairs], "prob": [float(prob) for _, prob in pairs],
+                          "text": [f"{prob:.1%}" for _, prob in pairs]})
+    # Class names like "8" are names, not numbers: a nominal axis, in the predictions' own order.
+    base = alt.Chart(frame).encode(
+        y=alt.Y("class:N", title=None, sort=list(frame["class"]), axis=alt.Axis(labelLimit=220)),
+        x=alt.X("prob:Q", title="probability", scale=alt.Scale(domain=[0, 1], nice=False),
+                axis=alt.Axis(format=".0%")),
+        tooltip=[alt.Tooltip("class:N"), alt.Tooltip("prob:Q", title="probability", format=".2%")],
+        text="text:N",
+    )
+    bars = base.mark_bar(color=PALETTE[0])
+    inside = base.transform_filter(alt.datum.prob >= 0.25).mark_text(align="right", dx=-4, color="white")
+    beside = base.transform_filter(alt.datum.prob < 0.25).mark_text(align="left", dx=4)
+    return alt.layer(bars, inside, beside).properties(
+        title=alt.Title(title, fontSize=14, anchor="start"), height=height or 28 * max(len(pairs), 1),
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def to_csv(table: pd.DataFrame) -> bytes:
