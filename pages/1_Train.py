@@ -135,7 +135,7 @@ with right:
                 except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
                     st.error(f"Cannot sweep: {exc}")
             if found := st.session_state.get("lr_found"):
-                st.altair_chart(lr_find_figure(found), key="lr_find_chart", width="stretch")
+                st.container(key="lr_find_chart").altair_chart(lr_find_figure(found), width="stretch")  # keyed: see Compare
                 suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
                 st.button(f"Use {suggestion:g} as the learning rate", key="lr_use",
                           on_click=st.session_state.__setitem__, args=("lr", suggestion))

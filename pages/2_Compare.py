@@ -43,8 +43,9 @@ def experiment_view(experiments: dict[str, dict]) -> None:
     st.markdown(f"**Verdict:** {result['verdict']}")
     acc_col, loss_col = st.columns(2)
     for col, metric in ((acc_col, "acc"), (loss_col, "loss")):
-        col.altair_chart(experiment_views.band_figure(store.runs, groups, metric), key=f"band_{metric}",
-                         width="stretch")
+        # A keyed container: st.altair_chart drops the key (its st-key- class) of a chart without selections.
+        col.container(key=f"band_{metric}").altair_chart(experiment_views.band_figure(store.runs, groups, metric),
+                                                          width="stretch")
     summary, seeds = experiment_views.summary_frame(groups), experiment_views.seeds_frame(store.runs, groups)
     st.dataframe(experiment_views.display_frame(summary), hide_index=True, key="experiment_summary")
     st.download_button("Download cells (CSV)", charts.to_csv(summary), f"{exp_id}-cells.csv", "text/csv",

@@ -32,12 +32,15 @@ def confusion_figure(interp: Interpretation, normalize: bool = False) -> alt.Lay
     tooltip = [alt.Tooltip("actual:N"), alt.Tooltip("predicted:N"), alt.Tooltip("images:Q")]
     if normalize:
         tooltip.append(alt.Tooltip("value:Q", title="share of row", format=".0%"))
-    long_names = max(len(c) for c in interp.classes) > 4 or n > 12
+    font = 11 if n <= 20 else 9  # a row of a 560 px matrix is 15 px at 30 classes
+    long_names = n * max(len(c) for c in interp.classes) > 48  # about what a column's width holds flat
     # Class names like "8" are names, not numbers: nominal axes in the classes' own order, first on top.
     base = alt.Chart(frame).encode(
+        # Every class named (Vega-Lite would drop labels that overlap); long names turned to fit.
         x=alt.X("predicted:N", sort=interp.classes, title="predicted",
-                axis=alt.Axis(labelAngle=-45 if long_names else 0)),
-        y=alt.Y("actual:N", sort=interp.classes, title="actual"),
+                axis=alt.Axis(labelAngle=(-90 if n > 15 else -45) if long_names else 0, labelOverlap=False,
+                              labelFontSize=font)),
+        y=alt.Y("actual:N", sort=interp.classes, title="actual", axis=alt.Axis(labelOverlap=False, labelFontSize=font)),
         tooltip=tooltip,
     )
     cells = base.mark_rect().encode(
@@ -51,7 +54,7 @@ def confusion_figure(interp: Interpretation, normalize: bool = False) -> alt.Lay
     text = base.mark_text(fontSize=max(7, min(13, 200 // n))).encode(
         text="label:N", color=alt.condition(alt.datum.value > top / 2, alt.value("white"), alt.value("black")))
     # The column's width (cells of a discrete axis are a fixed step otherwise), the height grows with the classes.
-    return alt.layer(cells, text).properties(width="container", height=min(560, 140 + 30 * n))
+    return alt.layer(cells, text).properties(width="container", height=min(560, max(280, 140 + 30 * n)))
 
 
 def per_class_table(interp: Interpretation) -> pd.DataFrame:
