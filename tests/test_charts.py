@@ -206,6 +206,8 @@ def test_topk_figure_puts_the_most_likely_class_on_top() -> None:
     # Each bar's percentage is written once: inside a long bar, beside a short one.
     texts = [spec["transform"][0]["filter"] for spec, _ in chart_layers(chart) if spec["mark"]["type"] == "text"]
     assert texts == ["(datum.prob >= 0.25)", "(datum.prob < 0.25)"]
+    # Each in a colour of its own: Vega's default black could not be read on Streamlit's dark theme.
+    assert all(spec["mark"].get("color") for spec, _ in chart_layers(chart) if spec["mark"]["type"] == "text")
     digits = layer(charts.topk_figure([Prediction("8", 0.7), Prediction("3", 0.2)]), "bar")
     assert digits[0]["encoding"]["y"]["type"] == "nominal"  # class "8" is a name, not a position on an axis
     assert list(digits[1]["class"]) == ["8", "3"]

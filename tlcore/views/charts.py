@@ -25,6 +25,7 @@ PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b
            "#bab0ac")
 SPLIT_DASH = {"val": [1, 0], "train": [6, 4]}  # solid, dashed
 METRIC_TITLES = {"acc": "accuracy", "loss": "loss"}
+LABEL_GREY = "#808495"  # Streamlit's grey for chart labels: read on the light and the dark theme alike
 STAR = "M0,-1L0.26,-0.36L0.95,-0.31L0.43,0.14L0.59,0.81L0,0.45L-0.59,0.81L-0.43,0.14L-0.95,-0.31L-0.26,-0.36Z"
 
 
@@ -293,7 +294,8 @@ def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", includ
     key = "solid: validation · dashed: train · ★ best epoch" if include_train else "★ best epoch"
     return alt.layer(curves, best).properties(
         title=alt.Title(f"{'train and ' if include_train else ''}validation {METRIC_TITLES[metric]}",
-                        subtitle=f"{key} (the weights the run kept)", anchor="start"),
+                        subtitle=f"{key} (the weights the run kept)", anchor="start",
+                        subtitleColor=LABEL_GREY),  # Streamlit's theme colours the title, not the subtitle
         height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
@@ -406,7 +408,9 @@ def topk_figure(predictions: Sequence, title: str = "", height: int | None = Non
     )
     bars = base.mark_bar(color=PALETTE[0])
     inside = base.transform_filter(alt.datum.prob >= 0.25).mark_text(align="right", dx=-4, color="white")
-    beside = base.transform_filter(alt.datum.prob < 0.25).mark_text(align="left", dx=4)
+    # Beside a bar in Streamlit's grey for chart labels, read on either theme (Vega's default black
+    # vanished on the dark one).
+    beside = base.transform_filter(alt.datum.prob < 0.25).mark_text(align="left", dx=4, color=LABEL_GREY)
     return alt.layer(bars, inside, beside).properties(
         title=alt.Title(title, fontSize=14, anchor="start"), height=height or 28 * max(len(pairs), 1),
         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
