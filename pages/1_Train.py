@@ -193,7 +193,7 @@ def experiments_panel() -> None:
             st.progress(*experiment_views.progress_line(record))
             current = progress(record)["current_run"]
             if current and (metrics := jobs.snapshot(current).get("metrics")):
-                st.altair_chart(curves_figure(metrics), key=f"exp_curves_{record['experiment_id']}")
+                st.container(key=f"exp_curves_{record['experiment_id']}").altair_chart(curves_figure(metrics))
             if record["status"] in ("queued", "running"):
                 if st.button("Cancel experiment", key=f"cancel_{record['experiment_id']}"):
                     cancel_experiment(jobs, record["experiment_id"])

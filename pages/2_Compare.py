@@ -85,8 +85,10 @@ show_train = train_col.toggle("Show train curves too", key="show_train")
 full_range = range_col.toggle("Accuracy axis from 0 to 100%", key="acc_full",
                               help="off: the axis fits the runs' accuracies, so close runs stay apart")
 acc_col, loss_col = st.columns(2)
-acc_col.altair_chart(charts.compare_figure(runs, "acc", show_train, names, full_range=full_range), key="acc_chart")
-loss_col.altair_chart(charts.compare_figure(runs, "loss", show_train, names), key="loss_chart")
+# Keyed containers, as the bands' above: st.altair_chart drops the key of a chart without selections.
+acc_col.container(key="acc_chart").altair_chart(charts.compare_figure(runs, "acc", show_train, names,
+                                                                      full_range=full_range))
+loss_col.container(key="loss_chart").altair_chart(charts.compare_figure(runs, "loss", show_train, names))
 
 st.subheader("Summary")
 summary = charts.summary_table(runs, names)

@@ -78,9 +78,10 @@ for i, item in enumerate(report.items):
         continue
     cols = st.columns([1, 2, 2] if item.imagenet is not None else [1, 2])
     cols[0].image(item.image, caption=item.name)
-    cols[1].altair_chart(topk_figure(item.top, report.model), key=f"top_{i}")
+    # Keyed containers: st.altair_chart drops the key (the st-key- class) of a chart without selections.
+    cols[1].container(key=f"top_{i}").altair_chart(topk_figure(item.top, report.model))
     if item.imagenet is not None:
-        cols[2].altair_chart(topk_figure(item.imagenet, report.imagenet_model), key=f"base_{i}")
+        cols[2].container(key=f"base_{i}").altair_chart(topk_figure(item.imagenet, report.imagenet_model))
     if show_cam:  # the photo, then each model's heatmap for its top class
         try:
             with st.spinner("Computing Grad-CAM..."):

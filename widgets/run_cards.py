@@ -84,7 +84,9 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
         st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
         live = snap["status"] in ("queued", "running")
         has_curves = bool(snap.get("metrics") or ui.live_losses(trail))
-        chart = st.container()  # the curves sit above the row of controls that ends the card
+        # The curves sit above the row of controls that ends the card; the container carries their
+        # key (st.altair_chart drops the key of a chart without selections).
+        chart = st.container(key=f"curves_{record.run_id}")
         if live:
             show = has_curves
         else:  # one row: the curves toggle, rename or delete, and the model download
@@ -103,5 +105,4 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
                     download_model(jobs, record.run_id)
         if show:
             chart.altair_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
-                                             if snap["status"] == "running" else None),
-                               key=f"curves_{record.run_id}")
+                                             if snap["status"] == "running" else None))
