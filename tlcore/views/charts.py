@@ -135,10 +135,9 @@ def _epoch_x(xs) -> alt.X:
     xs = list(xs)
     lo = math.floor(min(xs, default=1))
     hi = max(math.ceil(max(xs, default=1)), lo + 1)
-    ticks = alt.Axis(values=list(range(lo, hi + 1)), format="d") if hi - lo <= 12 else alt.Axis(
-        tickMinStep=1, format="d")
     # Padded so the first and last points (a star is 14 px wide) are not cut by the plot's edges.
-    return alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[lo, hi], nice=False, padding=10), axis=ticks)
+    return alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[lo, hi], nice=False, padding=10),
+                 axis=alt.Axis(tickMinStep=1, format="d"))
 
 
 def _points(n_points: int) -> alt.OverlayMarkDef:
@@ -185,8 +184,11 @@ def best_epoch(run: RunRecord | dict) -> int | None:
 
 
 LIVE = "train batches (live)"
-CURVE_SERIES = ("train", LIVE, "val")  # the curves' colours, dashes and widths, in this order:
-CURVE_STYLE = ((PALETTE[0], [6, 4], 2), ("#9ecae9", [1, 0], 1), (PALETTE[1], [1, 0], 2))
+CURVE_SERIES = ("train", LIVE, "val")
+# Per series: line colour, dash, width, and the opacity of its points (the live trail's many batch
+# points only carry tooltips).
+CURVE_STYLE = {"color": (PALETTE[0], "#9ecae9", PALETTE[1]), "strokeDash": ([6, 4], [1, 0], [1, 0]),
+               "strokeWidth": (2, 1, 2), "fillOpacity": (1, 0, 1)}
 
 
 def _value_format(metric: str) -> str:
@@ -194,21 +196,24 @@ def _value_format(metric: str) -> str:
 
 
 def _series_style(legend: alt.Legend) -> dict:
-    """Colour, dash and width of each of `CURVE_SERIES`: three channels on one field, so one legend shows all."""
-    channels = {"color": alt.Color, "strokeDash": alt.StrokeDash, "strokeWidth": alt.StrokeWidth}
-    return {name: channel("series:N", title=None, legend=legend, scale=alt.Scale(
-        domain=list(CURVE_SERIES), range=[style[i] for style in CURVE_STYLE])) for i, (name, channel) in
-        enumerate(channels.items())}
+    """The encodings of `CURVE_STYLE`: channels on one field, so one legend shows them all.
+
+    Ordinal scales map each series to its own value: Vega-Lite's default for a nominal width or
+    opacity spread the range's ends over the series (val drawn thin and without points).
+    """
+    return {name: getattr(alt, name[0].upper() + name[1:])("series:N", title=None, legend=legend, scale=alt.Scale(
+        type="ordinal", domain=list(CURVE_SERIES), range=list(values))) for name, values in CURVE_STYLE.items()}
 
 
-def curves_figure(metrics: list[dict], height: int = 200, live: list[tuple[float, float]] | None = None,
-                  width: int = 330) -> alt.HConcatChart:
-    """Loss and accuracy per epoch of one run, train dashed and validation solid, side by side.
+def curves_figure(metrics: list[dict], height: int = 130, live: list[tuple[float, float]] | None = None
+                  ) -> alt.VConcatChart:
+    """Loss over accuracy per epoch of one run on one epoch axis, train dashed and validation solid.
 
     `live`: (x in epochs, loss) of the training batches the page saw, drawn as a thin light line
-    on the loss plot so a running run shows progress inside an epoch. `height` and `width` are
-    each plot's (Streamlit draws side-by-side charts at their own width, not the column's); the
-    legend below adds to the height.
+    on the loss plot so a running run shows progress inside an epoch. `height` is each plot's;
+    the legend below adds to it. The plots fill the width of their container: stacked, not side
+    by side, because Streamlit draws side-by-side (hconcat) charts at a fixed width, which ran
+    off a run card on a 1,000 px wide window.
     """
     rows = [{"metric": metric, "series": split, "epoch": x, "value": y}
             for metric in ("loss", "acc") for split in ("train", "val")
@@ -218,21 +223,20 @@ def curves_figure(metrics: list[dict], height: int = 200, live: list[tuple[float
     # Long stroke symbols, so the legend shows the dash of the train line.
     legend = alt.Legend(orient="bottom", direction="horizontal", symbolType="stroke", symbolSize=400,
                         values=[s for s in CURVE_SERIES if s != LIVE or live])
-    style = _series_style(legend)
+    x = _epoch_x(frame["epoch"])
 
-    def panel(metric: str) -> alt.LayerChart:
+    def panel(metric: str, x: alt.X) -> alt.Chart:
         y_scale = alt.Scale(domain=[0, 1.02], nice=False) if metric == "acc" else alt.Scale(zero=True)
-        base = alt.Chart(frame).transform_filter(alt.datum.metric == metric).encode(
-            x=_epoch_x(frame["epoch"]), y=alt.Y("value:Q", title=METRIC_TITLES[metric], scale=y_scale,
-                                                axis=alt.Axis(format=".0%") if metric == "acc" else alt.Axis()),
+        return alt.Chart(frame).transform_filter(alt.datum.metric == metric).mark_line(
+            point=_points(len(metrics))).encode(
+            x=x, y=alt.Y("value:Q", title=METRIC_TITLES[metric], scale=y_scale,
+                         axis=alt.Axis(format=".0%") if metric == "acc" else alt.Axis()),
             tooltip=[alt.Tooltip("series:N"), alt.Tooltip("epoch:Q", format=".2~f"),
                      alt.Tooltip("value:Q", title=METRIC_TITLES[metric], format=_value_format(metric))],
-            **style)
-        epochs = base.transform_filter(alt.datum.series != LIVE).mark_line(point=_points(len(metrics)))
-        trail = base.transform_filter(alt.datum.series == LIVE).mark_line(opacity=0.8)
-        return alt.layer(epochs, trail).properties(width=width, height=height)
+            **_series_style(legend)).properties(height=height)
 
-    return alt.hconcat(panel("loss"), panel("acc"))
+    # One epoch axis under both plots: the upper one keeps its grid but not the axis' title.
+    return alt.vconcat(panel("loss", x.title(None)), panel("acc", x), spacing=8)
 
 
 def _compare_rows(runs: Sequence[RunRecord | dict], names: list[str], metric: str,
