@@ -98,7 +98,7 @@ def test_train_curves_toggle(runs: list[str]) -> None:
     acc, _ = at.get("vega_lite_chart")
     assert traces(acc) == [FT, f"{FT} (train)", SC, f"{SC} (train)"]
     assert layer(acc, "line")[0]["encoding"]["color"]["scale"]["domain"] == [FT, SC]  # each run listed once
-    assert "dashed: train" in json.loads(acc.proto.spec)["title"]["subtitle"]  # the key to the line styles
+    assert "solid: validation · dashed: train" in json.loads(acc.proto.spec)["title"]["subtitle"]  # the styles' key
 
 
 def test_accuracy_axis_fits_the_runs_with_a_toggle_for_0_to_100(runs: list[str]) -> None:

@@ -161,8 +161,10 @@ def legend_name(name: str, width: int = LEGEND_WRAP) -> str:
 
 
 def _wrapped(**legend) -> alt.Legend:
-    """A legend whose labels are drawn on the lines `legend_name` chose, never cut short."""
-    return alt.Legend(labelExpr="split(datum.label, '\\n')", labelLimit=0, **legend)
+    """A legend whose labels are drawn on the lines `legend_name` chose, each line whole unless
+    wider than the plot (a narrow column), then cut with an ellipsis, never clipped."""
+    return alt.Legend(labelExpr="split(datum.label, '\\n')", labelLimit=alt.ExprRef("max(width - 20, 60)"),
+                      **legend)
 
 
 def _acc_range(values: list[float], full: bool) -> list[float]:
@@ -295,10 +297,11 @@ def compare_figure(runs: Sequence[RunRecord | dict], metric: str = "acc", includ
     best = alt.Chart(stars).mark_point(shape=STAR, filled=True, size=160, opacity=1, stroke="white",
                                        strokeWidth=0.5).encode(
         x=_epoch_x(lines["epoch"]), y=y, color=color, tooltip=["run:N", alt.Tooltip("epoch:Q", title="best epoch"), value])
-    key = "solid: validation · dashed: train · ★ best epoch" if include_train else "★ best epoch"
+    # Short lines: a long subtitle is cut to the width of a narrow column.
+    key = ["solid: validation · dashed: train"] if include_train else []
     return alt.layer(curves, best).properties(
         title=alt.Title(f"{'train and ' if include_train else ''}validation {METRIC_TITLES[metric]}",
-                        subtitle=f"{key} (the weights the run kept)", anchor="start",
+                        subtitle=[*key, "★ best epoch (the weights the run kept)"], anchor="start",
                         subtitleColor=LABEL_GREY),  # Streamlit's theme colours the title, not the subtitle
         height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
