@@ -15,7 +15,7 @@ from tlcore.models import backbones, heads
 from tlcore.runs import RunStore
 from tlcore.training import strategies
 
-HEAVY = ("torch", "torchvision", "numpy", "pandas", "plotly", "PIL", "sklearn", "safetensors")
+HEAVY = ("torch", "torchvision", "numpy", "pandas", "altair", "plotly", "PIL", "sklearn", "safetensors")
 
 
 def imported_modules(args: list[str], env: dict) -> set[str]:

@@ -23,7 +23,7 @@ thread = warmup.start(root)
 assert warmup.start(root) is None, "a second start must not warm again"
 thread.join(300)
 assert not thread.is_alive()
-missing = [m for m in (*warmup.MODULES, "torchvision", "scipy.stats", "plotly.graph_objects") if m not in sys.modules]
+missing = [m for m in (*warmup.MODULES, "torchvision", "scipy.stats", "altair") if m not in sys.modules]
 assert not missing, missing
 assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()
 index = index_for(root, RunStore(root).load)

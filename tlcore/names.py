@@ -1,7 +1,7 @@
 """Names the command line and the config accept, and a dataset's display name: all without importing torch.
 
 `python -m tlcore runs` and `--help` start in well under 1.5 s only if they import no torch (1.5 s
-by itself), no pandas or plotly. The registries these names come from (backbones.py,
+by itself), no pandas or altair. The registries these names come from (backbones.py,
 strategies.py) import torch; tests/test_startup.py checks that each tuple here equals its registry.
 """
 

@@ -1,7 +1,7 @@
 """Warm the app's server in the background: import what the pages need and read the run index once.
 
 A page's first visit in a fresh server used to pay for its imports (torch, torchvision, scipy,
-sklearn, pandas, plotly: several seconds on two cores) and for the first read of the run index
+sklearn, pandas, altair: several seconds on two cores) and for the first read of the run index
 (about 0.5 s at 2,000 runs). `start()`, called by app.py on its first run, does that work once
 per process in a daemon thread, so a visitor who arrives a few seconds after the server started
 finds it done; one who arrives sooner waits only for what is still loading (Python's import
