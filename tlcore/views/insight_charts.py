@@ -41,16 +41,18 @@ def confusion_figure(interp: Interpretation, normalize: bool = False) -> alt.Lay
                 axis=alt.Axis(labelAngle=(-90 if n > 15 else -45) if long_names else 0, labelOverlap=False,
                               labelFontSize=font)),
         y=alt.Y("actual:N", sort=interp.classes, title="actual", axis=alt.Axis(labelOverlap=False, labelFontSize=font)),
-        tooltip=tooltip,
     )
     cells = base.mark_rect().encode(
+        tooltip=tooltip,
         color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="blues", domain=[0, top]),
                         legend=alt.Legend(format=".0%" if normalize else "d", orient="right")),
         # The picked cell keeps an outline, so the gallery's cell is visible on the matrix too.
         stroke=alt.condition(pick, alt.value("#ff4b4b"), alt.value(None), empty=False),
         strokeWidth=alt.condition(pick, alt.value(3), alt.value(0), empty=False),
     ).add_params(pick)
-    # Dark text on light cells, white on dark ones: readable whatever Streamlit's theme.
+    # Dark text on light cells, white on dark ones: readable whatever Streamlit's theme. No tooltip
+    # of its own: Vega-Lite then draws the text not interactive, so a click on a cell's number
+    # reaches the cell under it and selects it (with a tooltip the text took the click).
     text = base.mark_text(fontSize=max(7, min(13, 200 // n))).encode(
         text="label:N", color=alt.condition(alt.datum.value > top / 2, alt.value("white"), alt.value("black")))
     # The column's width (cells of a discrete axis are a fixed step otherwise), the height grows with the classes.
