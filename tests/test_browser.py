@@ -257,9 +257,9 @@ def _type_number(page, key: str, value: int) -> None:
         field.press("Enter")  # Streamlit sends a number input's value on Enter or blur
 
 
-def _plotly_charts(page, within=None):
-    """Plotly charts that finished drawing (their SVG has at least one trace)."""
-    return (within or page).locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".js-plotly-plot .trace"))
+def _charts(page, within=None):
+    """Vega-Lite charts that finished drawing (their SVG has at least one mark)."""
+    return (within or page).locator('[data-testid="stVegaLiteChart"]').filter(has=page.locator("svg.marks .role-mark"))
 
 
 def _assert_clean(page, where: str) -> None:
@@ -340,7 +340,7 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
 
         # The run's card turns "finished", with its curves and a line of results (the panel polls).
         page.get_by_text("finished", exact=True).wait_for(timeout=TRAIN_TIMEOUT_MS)
-        _plotly_charts(page).first.wait_for()
+        _charts(page).first.wait_for()
         expect(page.get_by_test_id("stCaptionContainer").filter(has_text="best val acc")).to_contain_text("epoch 2/2")
         _wait_idle(page)
         _assert_clean(page, "Train")
@@ -351,8 +351,8 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
         page.get_by_role("heading", name="Compare runs").wait_for()
         expect(_widget(page, "runs").get_by_test_id("stMultiSelectTagsContainer").first).to_contain_text(
             "efficientnet_lite0 + feature_extraction")
-        _plotly_charts(page, _widget(page, "acc_chart")).wait_for()
-        _plotly_charts(page, _widget(page, "loss_chart")).wait_for()
+        _charts(page, _widget(page, "acc_chart")).wait_for()
+        _charts(page, _widget(page, "loss_chart")).wait_for()
         tables = page.get_by_test_id("stDataFrame")  # summary, epoch by run: canvases with an ARIA grid
         expect(tables).to_have_count(2)
         expect(tables.nth(0).locator('[role="row"]').nth(1)).to_contain_text("finished")  # hidden from a11y roles
@@ -368,12 +368,12 @@ def test_train_compare_predict_in_chromium(app_server: AppServer, browser_page, 
         expect(_combobox(page, "run")).to_have_value(re.compile(r"^efficientnet_lite0 \+ feature_extraction"))
         _wait_idle(page)
         _widget(page, "images").locator('input[type="file"]').set_input_files(cat_jpeg)
-        _plotly_charts(page, _widget(page, "top_0")).wait_for()
-        imagenet = _plotly_charts(page, _widget(page, "base_0"))
+        _charts(page, _widget(page, "top_0")).wait_for()
+        imagenet = _charts(page, _widget(page, "base_0"))
         imagenet.wait_for()
         expect(page.get_by_test_id("stImage").first).to_contain_text("chelsea.jpg")  # the caption
         _wait_idle(page)
-        labels = imagenet.locator(".ytick").all_text_contents()  # SVG text has no innerText
+        labels = imagenet.locator("g.role-axis-label text").all_text_contents()  # SVG text has no innerText
         assert any(cat in label for label in labels for cat in CATS), f"no cat in the ImageNet top-k: {labels}"
         _assert_clean(page, "Predict")
         _screenshot(page, tmp_path / "predict.png")
@@ -487,14 +487,14 @@ def test_experiment_from_train_to_bands_and_verdict_on_compare(app_server: AppSe
         with _rerun(page):
             _widget(page, "compare_what").get_by_text("An experiment").click()
         for key in ("band_acc", "band_loss"):
-            _plotly_charts(page, _widget(page, key)).wait_for()
+            _charts(page, _widget(page, key)).wait_for()
         _wait_idle(page)
         _screenshot(page, tmp_path / "experiment_compare.png")
         # Each cell: a mean line with a shaded band (a filled path), its two seeds faint behind.
         acc = _widget(page, "band_acc")
-        expect(acc.locator(".legendtext")).to_have_count(2)
-        expect(acc.locator(".legendtext").first).to_contain_text("(mean of 2)")
-        assert acc.locator(".scatterlayer .trace path.js-fill").count() >= 2, "no ± std bands drawn"
+        expect(acc.locator("g.role-legend-label text")).to_have_count(2)
+        expect(acc.locator("g.role-legend-label text").first).to_contain_text("(mean of 2)")
+        assert acc.locator("g.mark-area path").count() >= 2, "no ± std bands drawn"
         verdict = page.get_by_test_id("stMarkdownContainer").filter(has_text="Verdict:")
         expect(verdict).to_contain_text(re.compile(r"(beats .+ by [0-9.]+ points|no significant difference).+ "
                                                    r"on 359 validation images, 2 vs 2 seeds"))
@@ -574,11 +574,12 @@ def test_runs_named_compare_legible_and_train_form_in_chromium(app_server: AppSe
         _open_page(page, "Compare")
         with _rerun(page):
             _widget(page, "show_train").get_by_text("Show train curves too").click()
-        acc = _plotly_charts(page, _widget(page, "acc_chart"))
+        acc = _charts(page, _widget(page, "acc_chart"))
         acc.wait_for()
-        _no_overlap(page, acc, ".g-xtitle", ".legend")
-        legend = acc.locator(".legend .traces").all_text_contents()
-        assert sum("cats vs dogs.zip" in t for t in legend) == 1 and "best epoch" in legend, legend
+        _no_overlap(page, acc, 'g.role-axis-title:has-text("epoch")', "g.role-legend")
+        legend = acc.locator("g.role-legend-label text").all_text_contents()
+        assert sum("cats vs dogs.zip" in t for t in legend) == 1, legend
+        expect(acc.locator("g.role-title-subtitle")).to_contain_text("best epoch")
         # The summary's key figures fit at 1400 px: its header has them before any id or hash.
         summary = page.get_by_test_id("stDataFrame").first
         header = summary.locator('[role="columnheader"]')
@@ -625,9 +626,9 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
         _wait_idle(page)
         _open_page(page, "Report")
         page.get_by_role("heading", name="Report").wait_for()
-        matrix = _plotly_charts(page, _widget(page, "confusion"))
+        matrix = _charts(page, _widget(page, "confusion"))
         matrix.wait_for()
-        assert {"cat", "coffee", "rocket"} <= set(matrix.locator(".ytick").all_text_contents())
+        assert {"cat", "coffee", "rocket"} <= set(matrix.locator("g.role-axis-label text").all_text_contents())
         tables = page.get_by_test_id("stDataFrame")  # per class, most confused
         expect(tables).to_have_count(2)
         expect(tables.first.locator('[role="row"]')).to_have_count(4)  # header + 3 classes
@@ -635,6 +636,15 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
         _wait_idle(page)
         _assert_clean(page, "Report")
         _screenshot(page, tmp_path / "report.png")
+        # A click on a cell of the matrix picks the gallery's cell (Vega-Lite's point selection).
+        cell = matrix.locator('g.mark-rect path[aria-label^="predicted: cat; actual: cat;"]')
+        with _rerun(page):
+            cell.click()
+        expect(page.get_by_role("heading", name="Highest loss: cat predicted as cat")).to_be_visible()
+        expect(_combobox(page, "report_cell")).to_have_value(re.compile(r"^cat → cat \(3\)"))
+        expect(page.get_by_test_id("stImage")).to_have_count(3)
+        _select(page, "report_cell", "all images")
+        expect(page.get_by_test_id("stImage")).to_have_count(9)
         _select(page, "report_cell", next(o for o in _cell_options(page) if o.startswith("cat → cat")))
         expect(page.get_by_role("heading", name="Highest loss: cat predicted as cat")).to_be_visible()
         expect(page.get_by_test_id("stImage")).to_have_count(3)
@@ -690,7 +700,7 @@ def test_hundreds_of_runs_each_page_opens_and_compare_picks_a_few(app_server: Ap
         expect(nav.get_by_role("link", name="Home")).to_be_visible()  # the app's navigation,
         expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)  # not pages/'s
         expect(_widget(page, "runs").locator("[data-tag]")).to_have_count(5)  # the 5 newest, not 300
-        _plotly_charts(page, _widget(page, "acc_chart")).wait_for()
+        _charts(page, _widget(page, "acc_chart")).wait_for()
         expect(page.get_by_test_id("stCaptionContainer").filter(has_text="300 runs")).to_contain_text("opened on")
         _assert_clean(page, "Compare (300 runs)")
         _screenshot(page, tmp_path / "compare-300.png")
