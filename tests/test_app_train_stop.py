@@ -33,6 +33,7 @@ def test_a_run_of_another_process_has_stop_not_cancel(store: RunStore) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert (store.path(elsewhere) / CANCEL_REQUEST).is_file()
     assert any("Asked its process to stop" in c.value for c in at.caption)
+    assert f"stop_{elsewhere}" not in {b.key for b in at.button}  # the note took the button's place
     at.run()
     assert f"stop_{elsewhere}" not in {b.key for b in at.button}  # asked once: the caption stays instead
     assert any("Asked its process to stop" in c.value for c in at.caption)

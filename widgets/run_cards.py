@@ -44,17 +44,17 @@ def manage(jobs: JobManager, record: RunRecord) -> None:
 
 def stop_elsewhere(jobs: JobManager, rid: str) -> None:
     """Stop a run that another process trains (a terminal, torchrun, this app before a restart)."""
-    asked = f"stop_asked_{rid}"
-    if not st.session_state.get(asked) and st.button(
+    asked, slot = f"stop_asked_{rid}", st.empty()  # the button gives way to the note once pressed
+    if not st.session_state.get(asked) and slot.button(
             "Stop", key=f"stop_{rid}", help="it trains in another process (a terminal, torchrun, or this app "
             "before a restart): asks that process to stop it after its current batch"):
         try:
             jobs.store.request_cancel(rid)
             st.session_state[asked] = True
         except ValueError as exc:  # it ended meanwhile
-            st.info(f"Nothing to stop: {exc}")
+            slot.info(f"Nothing to stop: {exc}")
     if st.session_state.get(asked):
-        st.caption("Asked its process to stop: it records the run cancelled after its current batch.")
+        slot.caption("Asked its process to stop: it records the run cancelled after its current batch.")
 
 
 def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict,
