@@ -69,6 +69,7 @@ def test_pages_and_picker_options() -> None:
     assert run_filters.page_of([], 1, 10) == ([], 1)
     note = run_filters.picker_note(500, 2000, run_filters.MAX_COMPARE, "the 5 newest runs with curves")
     assert "500 of 2000 runs match" in note and f"at most {run_filters.MAX_COMPARE} runs" in note
+    assert run_filters.picker_note(1, 1) == "1 run" and run_filters.picker_note(3, 3) == "3 runs"
     assert "search or filter" in note
 
 

@@ -109,7 +109,7 @@ def picker_note(matching: int, total: int, chosen: int = 0, opened_on: str | Non
                 most: int = MAX_COMPARE) -> str:
     """One line under a run picker: how many runs match, whether the list is cut, why these are
     picked, and when the most that can be picked is reached."""
-    parts = [f"{matching} of {total} runs match" if matching < total else f"{total} runs"]
+    parts = [f"{matching} of {total} runs match" if matching < total else f"{total} run{'' if total == 1 else 's'}"]
     if matching > MAX_OPTIONS:
         parts.append(f"the newest {MAX_OPTIONS} are listed: search or filter to find older ones")
     if opened_on:
