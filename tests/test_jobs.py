@@ -207,24 +207,32 @@ def test_write_json_leaves_no_temp_file_on_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _cli_training(runs: Path, epochs: int, env: dict) -> subprocess.Popen:
+    """A tiny `python -m tlcore train` in its own process, writing to `runs`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlcore", "train", "--data", "digits", "--backbone", "simple_cnn",
+         "--strategy", "scratch", "--epochs", str(epochs), "--subset", "20", "--image-size", "32",
+         "--device", "cpu", "--runs-dir", str(runs)],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _first_epoch_on_disk(runs: Path, proc: subprocess.Popen) -> str:
+    """The id of the run `proc` trains, once its first epoch is on disk (fails if `proc` died)."""
+    def one_epoch_on_disk():
+        for metrics in runs.glob("*/metrics.json"):
+            if len(read_json(metrics, []) or []) >= 1:
+                return metrics.parent.name
+        assert proc.poll() is None, proc.stderr.read().decode()
+        return None
+    return _wait_for(one_epoch_on_disk, timeout=90, interval=0.1)
+
+
 @pytest.mark.slow
 def test_killed_process_reads_back_as_interrupted(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tlcore", "train", "--data", "digits", "--backbone", "simple_cnn",
-         "--strategy", "scratch", "--epochs", "50", "--subset", "20", "--image-size", "32",
-         "--device", "cpu", "--runs-dir", str(runs)],
-        env={**os.environ, "TLCORE_RUNS": str(runs)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = _cli_training(runs, 50, {"TLCORE_RUNS": str(runs)})
     try:
-        def one_epoch_on_disk():
-            for metrics in runs.glob("*/metrics.json"):
-                if len(read_json(metrics, []) or []) >= 1:
-                    return metrics.parent.name
-            assert proc.poll() is None, proc.stderr.read().decode()
-            return None
-
-        run_id = _wait_for(one_epoch_on_disk, timeout=90, interval=0.1)
+        run_id = _first_epoch_on_disk(runs, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)  # reaped: its pid no longer exists
@@ -252,20 +260,9 @@ def test_close_cancels_the_runs_and_ends_the_workers(tmp_path: Path, tiny_config
 def test_a_run_training_in_another_process_stops_when_asked(tmp_path: Path) -> None:
     """`python -m tlcore cancel` (as the app's Stop button after a restart) stops a CLI run between batches."""
     runs = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tlcore", "train", "--data", "digits", "--backbone", "simple_cnn",
-         "--strategy", "scratch", "--epochs", "200", "--subset", "20", "--image-size", "32",
-         "--device", "cpu", "--runs-dir", str(runs)],
-        env={**os.environ, "TLCORE_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _cli_training(runs, 200, {"TLCORE_THREADS": "1"})
     try:
-        def one_epoch_on_disk():
-            for metrics in runs.glob("*/metrics.json"):
-                if len(read_json(metrics, []) or []) >= 1:
-                    return metrics.parent.name
-            assert proc.poll() is None, proc.stderr.read().decode()
-            return None
-
-        run_id = _wait_for(one_epoch_on_disk, timeout=90, interval=0.1)
+        run_id = _first_epoch_on_disk(runs, proc)
         asked = subprocess.run([sys.executable, "-m", "tlcore", "cancel", run_id[:20], "--runs-dir", str(runs)],
                                capture_output=True, text=True, timeout=60)
         assert asked.returncode == 0 and f"asked the process training {run_id} to stop" in asked.stdout, asked.stderr

@@ -39,8 +39,7 @@ class World:
         """What a run's config records about the processes (None for a single process)."""
         if self.size == 1:
             return None
-        return {"world_size": self.size, "global_batch_size": batch_size,
-                "batch_size_per_process": -(-batch_size // self.size), "backend": dist.get_backend()}
+        return processes_record(self.size, batch_size, dist.get_backend())
 
     # ---- sharding ----
 
@@ -164,6 +163,12 @@ class World:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return (f"training process {self.rank} of {self.size} lost the others ({first}): another process "
                 "stopped; its error is in torchrun's output")
+
+
+def processes_record(size: int, batch_size: int, backend: str) -> dict:
+    """config["distributed"] of a run over `size` processes: the global batch split over them."""
+    return {"world_size": size, "global_batch_size": batch_size,
+            "batch_size_per_process": -(-batch_size // size), "backend": backend}
 
 
 def _comm_device() -> torch.device:

@@ -46,12 +46,12 @@ def check(cfg: TrainConfig, processes: int) -> None:
 
 def planned(cfg: TrainConfig, processes: int) -> dict:
     """What a queued torchrun run's config records about its processes until rank 0 writes its own
-    (`distributed.World.describe`, the same keys): the run's card says "N GPUs" from the start."""
+    (`distributed.World.describe`, the same record): the run's card says "N GPUs" from the start."""
     from tlcore.training.device import pick_device  # torch: only when a run is launched
+    from tlcore.training.distributed import processes_record
 
-    return {"world_size": processes, "global_batch_size": cfg.batch_size,
-            "batch_size_per_process": -(-cfg.batch_size // processes),
-            "backend": "nccl" if pick_device(cfg.device).type == "cuda" else "gloo"}
+    backend = "nccl" if pick_device(cfg.device).type == "cuda" else "gloo"  # as init_from_env picks it
+    return processes_record(processes, cfg.batch_size, backend)
 
 
 def train_args(cfg: TrainConfig) -> list[str]:
