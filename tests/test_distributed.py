@@ -25,7 +25,7 @@ def _tlcore(nproc: int, runs: Path, *args: str, env: dict | None = None) -> subp
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
     cmd = [sys.executable, *launcher, "-m", "tlcore", "train", *TINY, *args, "--runs-dir", str(runs), "--json"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO,
-                          env={**os.environ, "TLCORE_THREADS": "1", **(env or {})})
+                          env={**os.environ, "TLCORE_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})})
 
 
 def _result(proc: subprocess.CompletedProcess) -> dict:

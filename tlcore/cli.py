@@ -171,7 +171,6 @@ def cmd_train(args) -> int:
     from tlcore.runs import validate_run_id
     from tlcore.training import distributed
     from tlcore.training.device import check_precision
-    from tlcore.training.jobs import get_manager
 
     cfg = _config_from_args(args)
     try:
@@ -185,8 +184,16 @@ def cmd_train(args) -> int:
         return _usage_error(str(exc))
     world = distributed.init_from_env(cfg.device)  # one process of one outside torchrun
     cfg.distributed = world.describe(cfg.batch_size)
-    if not world.is_main:
-        return _train_follower(cfg, world)
+    if world.size == 1:
+        return _train_main(args, cfg, world)
+    distributed.leave(_train_main(args, cfg, world) if world.is_main else _train_follower(cfg, world))
+
+
+def _train_main(args, cfg: TrainConfig, world) -> int:
+    """The run in this process (rank 0 under torchrun): the run folder, the progress, the result."""
+    from tlcore.training import distributed
+    from tlcore.training.jobs import get_manager
+
     manager = get_manager(args.runs_dir or runs_root())
     out = sys.stderr if args.json else sys.stdout
 
@@ -220,8 +227,6 @@ def cmd_train(args) -> int:
         manager.wait(run_id, timeout=20)
     snap = manager.snapshot(run_id)
     status = snap["status"]
-    if world.size > 1:
-        distributed.leave(status == "finished")
     if status != "finished":
         print(f"run {run_id} {status}: {snap.get('message', '')}", file=sys.stderr)
     else:
@@ -252,7 +257,6 @@ def _train_follower(cfg: TrainConfig, world) -> int:
     except Exception as exc:  # noqa: BLE001 - rank 0 records the run; this process says why it stopped
         print(f"tlcore: process {world.rank} of {world.size}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    distributed.leave(True)
     return 0
 
 

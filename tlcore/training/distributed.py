@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -197,16 +199,22 @@ def init_from_env(device_name: str = "auto") -> World:
     return World(rank, size, local_rank)
 
 
-def leave(finished: bool) -> None:
-    """End this process's part in the process group; call it once training is over.
+def leave(code: int) -> NoReturn:
+    """End a torchrun process with `code` (0: its run finished) once everything it says is written.
 
-    Without it gloo's worker threads outlive the interpreter's teardown and the process may die
-    with SIGABRT ("terminate called without an active exception") after a run that finished,
-    which torchrun reports as a failed run. After a failure it is skipped: destroying the group
-    is collective for NCCL and would wait for processes that are gone; torchrun reaps this one.
+    DDP keeps gloo's process group alive: its threads (gloo_tcp_loop, pt_gloo_runloop) still run
+    after the model is deleted and destroy_process_group returns (torch 2.14). At interpreter exit
+    one of them now and then aborts the process ("terminate called without an active exception",
+    SIGABRT: 1 CI run in 6), and torchrun reports a run that finished as failed. So the process
+    flushes its output and ends with os._exit: no interpreter or C++ teardown is left to run.
+    The group is destroyed first after a finished run only: destroying is collective for NCCL and
+    would wait, after a failure, for processes that are gone.
     """
-    if finished and dist.is_available() and dist.is_initialized():
+    if code == 0 and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def current() -> World:
