@@ -124,6 +124,23 @@ def _close_test_managers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _scan_streamlit_components_once() -> Iterator[None]:
+    """AppTest looks for Streamlit components in every installed package, again for each new AppTest.
+
+    That scan reads all ~170 packages' metadata (0.45 s a time here) and its answer cannot change
+    while the tests run, so the session scans once. The server scans once per process anyway.
+    """
+    import functools
+
+    from streamlit.components.v2 import manifest_scanner
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(manifest_scanner, "scan_component_manifests",
+                   functools.cache(manifest_scanner.scan_component_manifests))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlEnv]:
     """Isolated folders for module- and session-scoped fixtures (tests get their own below)."""
     with pytest.MonkeyPatch.context() as mp:
