@@ -44,12 +44,15 @@ else:
     folder = left.text_input("Labelled folder or .zip on this machine (one sub-folder per class)",
                              key="report_folder", placeholder="~/photos/test")
     if left.button("Evaluate", key="report_evaluate", type="primary"):
+        # The previous folder's report goes first: one left under a failed path's error read as that path's.
+        st.session_state.pop("report_holdout", None)
         try:
             with st.spinner("Predicting every image of the test set..."):
                 spec = ui.dataset_spec(ui.DATA_SOURCES[1], folder=folder)
                 st.session_state["report_holdout"] = (run_id, spec, evaluate_on(run_id, spec, runs_dir))
         except (ValueError, LookupError) as exc:
             st.error(f"Cannot evaluate: {exc}")
+            st.stop()
     held = st.session_state.get("report_holdout")
     if not held or held[0] != run_id:
         st.info("Type the path of a labelled folder or .zip with sub-folders named like the run's classes, "

@@ -74,3 +74,24 @@ def test_another_folder_reports_unknown_folders(one_run, tmp_path, make_class_fo
     assert not at.exception, at.exception
     assert any("'dog' (2 images)" in w.value for w in at.warning)
     assert "4 images of test" in at.caption[0].value
+
+
+@pytest.mark.parametrize("bad", ["missing", "one_class"])
+def test_a_failed_evaluation_clears_the_previous_report(one_run, tmp_path, make_class_folders, bad) -> None:
+    # QA: the error showed and the previous folder's report stayed under it, now under the new path.
+    good = make_class_folders(tmp_path / "good", per_class=2, classes=("cat", "coffee"), seed=3)
+    wrong = tmp_path / "nowhere" if bad == "missing" else make_class_folders(tmp_path / "one", per_class=2,
+                                                                              classes=("cat",), seed=4)
+    at = report_page()
+    at.radio(key="report_images").set_value("another folder or zip").run()
+    at.text_input(key="report_folder").input(str(good)).run()
+    at.button(key="report_evaluate").click().run()
+    assert "4 images of good" in at.caption[0].value and len(at.get("vega_lite_chart")) == 1
+    at.text_input(key="report_folder").input(str(wrong)).run()
+    at.button(key="report_evaluate").click().run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and at.error[0].value.startswith("Cannot evaluate:")
+    assert not at.get("vega_lite_chart") and not at.dataframe and not at.get("image")
+    assert not any("images of good" in c.value for c in at.caption)
+    at.run()  # and it stays cleared on the next rerun, not back to the old folder's report
+    assert not at.get("vega_lite_chart") and not at.dataframe
