@@ -58,12 +58,16 @@ with left:
     st.caption(STRATEGIES[strategy].summary)
     if weights_note := form.weights_note(backbone, strategy):
         st.warning(weights_note, icon=":material/cloud_download:")
+    if random_note := form.random_backbone_note(backbone, strategy):
+        st.warning(random_note, icon=":material/casino:")
 with right:
     c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input("Epochs", 1, 1000, d.epochs, key="epochs")
+    # No min or max on the number fields: Streamlit keeps the last value in range and shows the typed
+    # one, so a run would start with numbers the user did not see. Start checks them and says which.
+    epochs = c1.number_input("Epochs", value=d.epochs, step=1, key="epochs")
     batch_size = c2.selectbox("Batch size", ui.BATCH_SIZES, index=ui.BATCH_SIZES.index(d.batch_size), key="batch_size")
     optimizer = st.session_state.get("optimizer", d.optimizer)
-    lr = c3.number_input("Learning rate", 1e-6, 10.0, step=1e-4, format="%g", key="lr",
+    lr = c3.number_input("Learning rate", step=1e-4, format="%g", key="lr",  # its value: session_state.lr
                          help=f"default for {strategy} with {optimizer}: {default_lr(strategy, optimizer):g}")
     optimizer = c1.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(d.optimizer), key="optimizer",
                              on_change=use_default_lr)
@@ -73,8 +77,8 @@ with right:
     image_size = c2.selectbox("Image size", ui.IMAGE_SIZES, key="image_size",
                               format_func=lambda s: ui.image_size_label(s, backbone),
                               help="pixels per side; auto: the backbone's own input size")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, d.seed, key="seed")
-    subset = c1.number_input("Images per class", 1, None, None, key="subset", placeholder="all",
+    seed = c3.number_input("Seed", value=d.seed, step=1, key="seed")
+    subset = c1.number_input("Images per class", value=None, step=1, key="subset", placeholder="all",
                              help="training images per class, for quick trial runs; validation keeps all its images")
     gpus = 1  # one device: the run trains in the app's own process, as always
     if (gpus_here := gpu_count()) > 1:
@@ -85,17 +89,17 @@ with right:
         shown = form.advanced_fields(strategy, head, builtin)
         a1, a2 = st.columns(2)
         advanced = {
-            "unfreeze_groups": lambda: a1.number_input("Stages to train (partial: the last N)", 1, 100,
-                                                       d.unfreeze_groups, key="unfreeze_groups"),
+            "unfreeze_groups": lambda: a1.number_input("Stages to train (partial: the last N)", value=d.unfreeze_groups,
+                                                       step=1, key="unfreeze_groups"),
             "hidden": lambda: a2.text_input("MLP hidden sizes", key="hidden", placeholder="1024-1024-512",
                                             help="widths of the MLP head's hidden layers, e.g. 512-256"),
-            "lr_factor": lambda: a1.number_input("LR factor between layer groups", 0.01, 1.0, d.lr_factor, 0.05,
+            "lr_factor": lambda: a1.number_input("LR factor between layer groups", value=d.lr_factor, step=0.05,
                                                  key="lr_factor", help="each earlier group's LR is this times the next's"),
-            "head_epochs": lambda: a2.number_input("Head-only epochs (gradual)", 0, 1000, d.head_epochs,
+            "head_epochs": lambda: a2.number_input("Head-only epochs (gradual)", value=d.head_epochs, step=1,
                                                    key="head_epochs"),
             "val_fraction": lambda: a1.slider("Validation fraction", 0.05, 0.5, d.val_fraction, 0.05,
                                               key="val_fraction", help="used when the data has no val/ folder"),
-            "weight_decay": lambda: a2.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%g",
+            "weight_decay": lambda: a2.number_input("Weight decay", value=d.weight_decay, step=1e-4, format="%g",
                                                     key="weight_decay"),
             "precision": lambda: a1.selectbox("Precision", PRECISIONS, index=PRECISIONS.index(d.precision),
                                               key="precision", help=form.PRECISION_HELP),
@@ -107,7 +111,7 @@ with right:
         return ui.make_config(backbone=backbone, data=data, strategy=strategy, epochs=int(epochs),
                               batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, head=head,
                               augment=augment, image_size=image_size, seed=int(seed),
-                              subset=int(subset) if subset else None, **form.advanced_values(shown, extra))
+                              subset=None if subset is None else int(subset), **form.advanced_values(shown, extra))
 
     if st.button("Start training", type="primary", key="start"):
         try:
@@ -119,7 +123,7 @@ with right:
             st.success(f"Queued run {jobs.submit(cfg, processes=gpus)}{f' on {found}' if found else ''}"
                        f"{f' over {gpus} GPUs' if gpus > 1 else ''}: it trains in the background, watch it below.")
         except ValueError as exc:
-            st.error(f"Cannot start: {exc}")
+            st.error(f"Cannot start: {form.error_line(exc)}")
     # Collapsed sections run only when opened (on_change="rerun"): each widget costs the browser
     # time to lay out on every visit (issue 13: the page's first render under 2 s).
     lr_finder = st.expander("Learning-rate finder", icon=":material/search_insights:", key="lr_find_open",
@@ -133,7 +137,7 @@ with right:
                     with st.spinner("Sweeping the learning rate..."):
                         st.session_state.lr_found = lr_find(settings(backbone, strategy))
                 except (ValueError, RuntimeError) as exc:  # RuntimeError: weights unavailable
-                    st.error(f"Cannot sweep: {exc}")
+                    st.error(f"Cannot find a learning rate: {form.error_line(exc)}")
             if found := st.session_state.get("lr_found"):
                 st.container(key="lr_find_chart").altair_chart(lr_find_figure(found), width="stretch")  # keyed: see Compare
                 suggestion = float(f"{min(max(found.suggested_lr, 1e-6), 10.0):.2g}")
@@ -161,7 +165,7 @@ if experiment.open:
         exp_strategies = st.multiselect("Strategies", list(STRATEGIES), key="exp_strategies", on_change=picked)
         e1, e2 = st.columns([4, 1])
         exp_backbones = e1.multiselect("Backbones", list(rows), key="exp_backbones", on_change=picked)
-        exp_seeds = e2.number_input("Seeds", 1, 20, key="exp_seeds", help="runs per strategy and backbone")
+        exp_seeds = e2.number_input("Seeds", step=1, key="exp_seeds", help="runs per strategy and backbone")
         if st.button("Plan experiment", key="exp_plan"):
             st.session_state.exp_planned = None
             try:
@@ -173,7 +177,7 @@ if experiment.open:
                         settings(backbone, strategy), exp_strategies, exp_backbones, int(exp_seeds), lrs,
                         jobs.list_runs())
             except ValueError as exc:
-                st.error(f"Cannot plan: {exc}")
+                st.error(f"Cannot plan: {form.error_line(exc)}")
         if planned := st.session_state.get("exp_planned"):
             st.info(f"This queues {planned.text}.")
             if st.button(f"Start {planned.runs} runs", type="primary", key="exp_start"):

@@ -130,6 +130,25 @@ def test_bad_inputs_show_an_error_not_a_traceback(runs_dir: Path) -> None:
     assert not at.exception and "upload a .zip" in at.error[0].value
 
 
+@pytest.mark.parametrize(("key", "value", "line"), [
+    ("epochs", 100000, "Cannot start: Epochs must be between 1 and 1000, got 100000"),
+    ("lr", -1.0, "Cannot start: Learning rate must be greater than 0"),
+    ("subset", 0, "Cannot start: Images per class must be between 1 and 1000000"),
+    ("seed", -3, "Cannot start: Seed must be between 0 and"),
+])
+def test_a_number_out_of_range_is_refused_by_its_label(runs_dir: Path, key: str, value, line: str) -> None:
+    """A bounded number field keeps its last value in range while showing the typed one (seen in
+    Chromium: 100000 epochs shown, a run of 2 queued); unbounded, Start sees what the user typed."""
+    at = train_page()
+    field = at.number_input(key=key)
+    assert (field.min, field.max) == (None, None)
+    field.set_value(value)
+    at.button(key="start").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] and at.error[0].value.startswith(line), [e.value for e in at.error]
+    assert not get_manager(runs_dir).list_runs()
+
+
 def test_the_queued_message_stays_when_the_run_ends_before_the_poll(runs_dir: Path, monkeypatch) -> None:
     """A tiny run can end between the page's run list and the poll's first look: the page must not
     rerun then (that dropped the "Queued run" message), the next poll redraws it."""

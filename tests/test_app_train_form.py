@@ -189,3 +189,13 @@ def test_only_the_newest_ended_run_draws_its_curves_until_asked(runs_dir: Path) 
     assert at.toggle(key=f"show_curves_{ids[-1]}").value and not at.toggle(key=f"show_curves_{ids[0]}").value
     at.toggle(key=f"show_curves_{ids[0]}").set_value(True).run()
     assert drawn_epochs(at) == [4, 1]
+
+
+def test_freezing_a_backbone_without_pretrained_weights_is_warned_before_the_run(runs_dir: Path) -> None:
+    at = train_page()
+    assert not [w for w in at.warning if "no pretrained weights" in w.value]  # Lite0: pretrained
+    at.selectbox(key="backbone").set_value("simple_cnn").run()
+    warned = [w.value for w in at.warning if "no pretrained weights" in w.value]
+    assert warned and "feature_extraction would freeze random layers" in warned[0] and "scratch" in warned[0]
+    at.selectbox(key="strategy").set_value("scratch").run()
+    assert not [w for w in at.warning if "no pretrained weights" in w.value]

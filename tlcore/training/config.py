@@ -15,6 +15,18 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+class SettingError(ValueError):
+    """A setting outside its valid values: `name` is its TrainConfig field, `rule` the rest of the line.
+
+    The CLI says "NAME RULE" (its flags are the field names); the app's form puts its own label
+    for the field in front of the rule instead.
+    """
+
+    def __init__(self, name: str, rule: str):
+        self.name, self.rule = name, rule
+        super().__init__(f"{name} {rule}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a run. Defaults work offline out of the box."""
@@ -67,27 +79,27 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
         ranges = {"epochs": (1, 1000), "batch_size": (1, 4096), "unfreeze_groups": (0, 100),
-                  "head_epochs": (0, 1000)}
+                  "head_epochs": (0, 1000), "seed": (0, 2**31 - 1)}
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) <= hi:
-                raise ValueError(f"{name} must be between {lo} and {hi}, got {getattr(self, name)}")
+                raise SettingError(name, f"must be between {lo} and {hi}, got {getattr(self, name)}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be between 32 and 1024 pixels, got {self.image_size}")
+            raise SettingError("image_size", f"must be between 32 and 1024 pixels, got {self.image_size}")
         # Every refusal names the valid range. Learning rates above 10 only ever diverge.
         if not 0 < self.lr <= 10:
-            raise ValueError(f"lr must be greater than 0 and at most 10 (typical: 1e-4 to 1e-2), got {self.lr:g}")
+            raise SettingError("lr", f"must be greater than 0 and at most 10 (typical: 1e-4 to 1e-2), got {self.lr:g}")
         if not 0 < self.lr_factor <= 1:
-            raise ValueError(f"lr_factor must be greater than 0 and at most 1, got {self.lr_factor:g}")
+            raise SettingError("lr_factor", f"must be greater than 0 and at most 1, got {self.lr_factor:g}")
         if not 0 <= self.weight_decay <= 1:
-            raise ValueError(f"weight_decay must be between 0 and 1, got {self.weight_decay:g}")
+            raise SettingError("weight_decay", f"must be between 0 and 1, got {self.weight_decay:g}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be at least 0 and below 1, got {self.momentum:g}")
+            raise SettingError("momentum", f"must be at least 0 and below 1, got {self.momentum:g}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction:g}")
+            raise SettingError("val_fraction", f"must be between 0 and 1 (exclusive), got {self.val_fraction:g}")
         if self.subset is not None and not 1 <= self.subset <= 1_000_000:
-            raise ValueError(f"subset must be between 1 and 1000000 images per class, got {self.subset}")
+            raise SettingError("subset", f"must be between 1 and 1000000, got {self.subset}")
         if any(not 1 <= h <= 65536 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be between 1 and 65536, got {', '.join(map(str, self.hidden))}")
+            raise SettingError("hidden", f"sizes must be between 1 and 65536, got {', '.join(map(str, self.hidden))}")
         return self
 
     def to_dict(self) -> dict:

@@ -14,7 +14,7 @@ from tlcore.data.sources import BUILTIN, resolve_data
 from tlcore.data.uploads import upload_name, uploads_dir
 from tlcore.models import backbones
 from tlcore.models.weights import file_name, host_reachable, hub_checkpoint_dir
-from tlcore.training.config import TrainConfig
+from tlcore.training.config import SettingError, TrainConfig
 from tlcore.training.device import CPU_BF16, CUDA_FP32
 from tlcore.training.strategies import make_strategy
 from tlcore.views.charts import dataset_name
@@ -27,6 +27,20 @@ PRECISION_HELP = ("the arithmetic. auto: bf16 autocast on a GPU (fp16 where it h
                   f"native bf16 for the backbones it speeds up ({', '.join(sorted(CPU_BF16))}); fp32: no autocast; "
                   "bf16: always (refused where the device has none)")
 ADVANCED = ("unfreeze_groups", "hidden", "lr_factor", "head_epochs", "val_fraction", "weight_decay", "precision")
+
+
+# The form's label of each setting it shows: a refusal names the field the user sees.
+LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "seed": "Seed",
+          "subset": "Images per class", "image_size": "Image size", "unfreeze_groups": "Stages to train",
+          "hidden": "MLP hidden", "lr_factor": "LR factor between layer groups",
+          "head_epochs": "Head-only epochs", "val_fraction": "Validation fraction", "weight_decay": "Weight decay"}
+
+
+def error_line(exc: Exception) -> str:
+    """A refusal in the form's words: a setting out of range by its label ("Epochs must be ...")."""
+    if isinstance(exc, SettingError):
+        return f"{LABELS.get(exc.name, exc.name)} {exc.rule}"
+    return str(exc)
 
 
 def advanced_fields(strategy: str, head: str, builtin: str | None = None) -> list[str]:
@@ -124,6 +138,19 @@ def weights_note(backbone: str, strategy: str) -> str | None:
     return (f"{backbone}'s pretrained weights are not on this machine: a run downloads them when it starts "
             f"(online only). Offline, put {file} in {hub_checkpoint_dir()}/, or pick efficientnet_lite0 "
             "(weights included) or the scratch strategy.")
+
+
+def random_backbone_note(backbone: str, strategy: str) -> str | None:
+    """A warning for the form when a strategy would freeze layers that have no pretrained weights.
+
+    Frozen random layers are a fixed random projection: a feature_extraction run of simple_cnn on
+    digits stays at chance (9.7%, seen in the app). Allowed (it is a baseline some want to see),
+    but said before the run, not after.
+    """
+    if backbones.get_backbone(backbone).weights is not None or strategy not in ("feature_extraction", "partial"):
+        return None
+    return (f"{backbone} has no pretrained weights: {strategy} would freeze random layers and train little "
+            "more than the head (near chance). Pick the scratch strategy to train it, or a pretrained backbone.")
 
 
 def check_weights(backbone: str, strategy: str) -> None:
