@@ -71,7 +71,9 @@ chosen = st.multiselect(
     "Runs", run_filters.options(matches, st.session_state.runs), key="runs",
     max_selections=run_filters.MAX_COMPARE, format_func=lambda rid: f"{labels[rid]} · {records[rid].state}",
 )
-st.caption(run_filters.picker_note(len(matches), len(records), len(chosen), st.session_state.get("compare_why")))
+matched = {r.run_id for r in matches}
+st.caption(run_filters.picker_note(len(matches), len(records), len(chosen), st.session_state.get("compare_why"),
+                                   outside=sum(rid not in matched for rid in chosen)))
 runs = [records[rid] for rid in chosen]
 if not runs:
     st.info("Pick one or more runs above.")

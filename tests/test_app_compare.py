@@ -87,8 +87,8 @@ def test_finished_runs_are_compared_by_default(runs: list[str]) -> None:
     assert summary.value["best val acc"].str.fullmatch(r"\d+\.\d%").all()  # shown as text: 85.0%
     assert list(summary.value["image size"]) == ["32", "32"] and list(summary.value["images per class"]) == ["5", "5"]
     assert list(epochs.value.index) == [1, 2]
-    assert list(epochs.value.columns) == [f"{run}: {split} {metric}" for run in (FT, SC)
-                                          for split in ("train", "val") for metric in ("loss", "acc")]
+    assert list(epochs.value.columns) == [f"{metric} · {run}" for metric in (
+        "val acc", "val loss", "train acc", "train loss") for run in (FT, SC)]
     assert [b.key for b in at.get("download_button")] == ["download_summary", "download_epochs"]
 
 

@@ -154,17 +154,17 @@ def test_runs_are_named_by_what_differs_between_them(tmp_path) -> None:
 def test_epoch_table_is_epoch_by_run() -> None:
     table = charts.epoch_table([FE, FT])
     assert table.index.name == "epoch" and list(table.index) == [1, 2, 3]
-    assert list(table.columns) == [f"{run}: {split} {metric}" for run in (
-        "efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune")
-        for split in ("train", "val") for metric in ("loss", "acc")]
-    assert table.loc[2, "efficientnet_lite0 + finetune: val acc"] == 0.9
-    assert table.loc[2, "efficientnet_lite0 + finetune: train acc"] == pytest.approx(0.85)
-    assert pd.isna(table.loc[3, "efficientnet_lite0 + finetune: val acc"])  # the shorter run
+    assert list(table.columns) == [f"{split} {metric} · {run}" for split, metric in (
+        ("val", "acc"), ("val", "loss"), ("train", "acc"), ("train", "loss"))
+        for run in ("efficientnet_lite0 + feature_extraction", "efficientnet_lite0 + finetune")]
+    assert table.loc[2, "val acc · efficientnet_lite0 + finetune"] == 0.9
+    assert table.loc[2, "train acc · efficientnet_lite0 + finetune"] == pytest.approx(0.85)
+    assert pd.isna(table.loc[3, "val acc · efficientnet_lite0 + finetune"])  # the shorter run
     # On the page: blanks where the shorter run has no epoch 3, never "None".
     shown = charts.display_table(table)
-    assert shown.loc[3, "efficientnet_lite0 + finetune: val acc"] == ""
-    assert shown.loc[2, "efficientnet_lite0 + finetune: val acc"] == "90.0%"
-    assert shown.loc[1, "efficientnet_lite0 + feature_extraction: val loss"] == "1.0000"
+    assert shown.loc[3, "val acc · efficientnet_lite0 + finetune"] == ""
+    assert shown.loc[2, "val acc · efficientnet_lite0 + finetune"] == "90.0%"
+    assert shown.loc[1, "val loss · efficientnet_lite0 + feature_extraction"] == "1.0000"
     assert "None" not in shown.to_string() and "nan" not in shown.to_string().lower()
 
 
@@ -188,7 +188,8 @@ def test_tables_download_as_csv() -> None:
     epochs = charts.epoch_table([FE, FT])
     back = pd.read_csv(io.BytesIO(charts.to_csv(epochs)), index_col="epoch")
     assert list(back.columns) == list(epochs.columns) and back.shape == (3, 8)  # train columns too
-    assert charts.to_csv(epochs).decode().splitlines()[-1].endswith(",,,,")  # blanks, not "None"
+    last = charts.to_csv(epochs).decode().splitlines()[-1].split(",")  # epoch 3: the shorter run's 4 blanks
+    assert last[2::2] == ["", "", "", ""] and "None" not in last
     summary = pd.read_csv(io.BytesIO(charts.to_csv(charts.summary_table([FE]))))
     assert summary.loc[0, "run"] == "efficientnet_lite0 + feature_extraction" and "Unnamed: 0" not in summary
 

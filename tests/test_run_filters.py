@@ -63,6 +63,14 @@ def test_compare_opens_on_the_newest_runs_or_a_newer_experiment(store: RunStore)
     assert run_filters.default_compare(records, [older])[0] == ids[::-1][:run_filters.DEFAULT_RECENT]
 
 
+def test_compare_opens_on_the_newest_runs_of_one_dataset(store: RunStore) -> None:
+    """Accuracies of 10-class digits and of a 2-class folder on one axis compare nothing."""
+    ids = [fake_run(store, i, data="digits" if i % 2 else "/photos/ants_bees") for i in range(12)]
+    picked, why = run_filters.default_compare(store.list())
+    assert picked == [ids[i] for i in (11, 9, 7, 5, 3)][:run_filters.DEFAULT_RECENT]
+    assert f"the {len(picked)} newest digits runs" in why
+
+
 def test_pages_and_picker_options() -> None:
     assert run_filters.page_of(list(range(25)), 3, 10) == ([20, 21, 22, 23, 24], 3)
     assert run_filters.page_of(list(range(25)), 9, 10)[0] == [20, 21, 22, 23, 24]  # clamped
@@ -70,6 +78,8 @@ def test_pages_and_picker_options() -> None:
     note = run_filters.picker_note(500, 2000, run_filters.MAX_COMPARE, "the 5 newest runs with curves")
     assert "500 of 2000 runs match" in note and f"at most {run_filters.MAX_COMPARE} runs" in note
     assert run_filters.picker_note(1, 1) == "1 run" and run_filters.picker_note(3, 3) == "3 runs"
+    assert "2 of the picked runs do not match the filters (still drawn" in run_filters.picker_note(0, 12, 5, outside=2)
+    assert "picked" not in run_filters.picker_note(3, 12, 3)
     assert "search or filter" in note
 
 

@@ -89,7 +89,7 @@ def options(matches: Sequence[RunRecord], chosen: Sequence[str], most: int = MAX
 def default_compare(records: Sequence[RunRecord], experiments: Sequence[dict] = (),
                     most: int = MAX_COMPARE, recent: int = DEFAULT_RECENT) -> tuple[list[str], str]:
     """(run ids, why) for Compare to open on: the latest experiment's runs when no run outside it
-    is newer, else the `recent` newest runs that have curves; never more than `most`.
+    is newer, else the `recent` newest runs with curves on the newest one's dataset; never more than `most`.
 
     `records` newest first (as RunStore.list gives them); `experiments` as ExperimentStore.list.
     """
@@ -101,15 +101,22 @@ def default_compare(records: Sequence[RunRecord], experiments: Sequence[dict] = 
         newest_other = next((r for r in with_curves if r.run_id not in members), None)
         if ids and (newest_other is None or newest_other.status.get("created", 0) <= latest.get("created", 0)):
             return ids[:most], f"the runs of the latest experiment, {latest['experiment_id']}"
-    ids = [r.run_id for r in with_curves[:min(recent, most)]]
-    return ids, f"the {len(ids)} newest run{'' if len(ids) == 1 else 's'} with curves"
+    # One dataset: accuracies on 10-class digits and 2-class ants/bees on one axis compare nothing.
+    data = with_curves[0].config.get("data") if with_curves else None
+    ids = [r.run_id for r in with_curves if r.config.get("data") == data][:min(recent, most)]
+    many = f"{len(ids)} newest {dataset_name(data)} runs" if len(ids) > 1 else f"newest {dataset_name(data)} run"
+    return ids, f"the {many} with curves"
 
 
 def picker_note(matching: int, total: int, chosen: int = 0, opened_on: str | None = None,
-                most: int = MAX_COMPARE) -> str:
+                most: int = MAX_COMPARE, outside: int = 0) -> str:
     """One line under a run picker: how many runs match, whether the list is cut, why these are
-    picked, and when the most that can be picked is reached."""
+    picked, picks the filters do not match (kept: a filter finds runs to add, it never drops a
+    pick), and when the most that can be picked is reached."""
     parts = [f"{matching} of {total} runs match" if matching < total else f"{total} run{'' if total == 1 else 's'}"]
+    if outside:
+        parts.append(f"{outside} of the picked runs {'does' if outside == 1 else 'do'} not match the filters "
+                     "(still drawn: remove with ×)")
     if matching > MAX_OPTIONS:
         parts.append(f"the newest {MAX_OPTIONS} are listed: search or filter to find older ones")
     if opened_on:
