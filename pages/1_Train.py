@@ -61,30 +61,34 @@ with left:
     if random_note := form.random_backbone_note(backbone, strategy):
         st.warning(random_note, icon=":material/casino:")
 with right:
-    c1, c2, c3 = st.columns(3)
+    # The knobs flow in a wrapping row of fixed-width fields: three a row on a wide screen, two on a
+    # laptop, where three columns cut values to "adar" and "linea" (seen at 1000 px).
+    knobs = st.container(horizontal=True, gap="small", key="knobs")
+    KNOB = 116  # px: three a row in the right half of a 1400 px window, two at 1000 px
     # No min or max on the number fields: Streamlit keeps the last value in range and shows the typed
     # one, so a run would start with numbers the user did not see. Start checks them and says which.
-    epochs = c1.number_input("Epochs", value=d.epochs, step=1, key="epochs")
-    batch_size = c2.selectbox("Batch size", ui.BATCH_SIZES, index=ui.BATCH_SIZES.index(d.batch_size), key="batch_size")
+    epochs = knobs.number_input("Epochs", value=d.epochs, step=1, key="epochs", width=KNOB)
+    batch_size = knobs.selectbox("Batch size", ui.BATCH_SIZES, index=ui.BATCH_SIZES.index(d.batch_size),
+                                 key="batch_size", width=KNOB)
     optimizer = st.session_state.get("optimizer", d.optimizer)
-    lr = c3.number_input("Learning rate", step=1e-4, format="%g", key="lr",  # its value: session_state.lr
-                         help=f"default for {strategy} with {optimizer}: {default_lr(strategy, optimizer):g}")
-    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(d.optimizer), key="optimizer",
-                             on_change=use_default_lr)
-    schedule = c2.selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(d.schedule), key="schedule")
-    head = c3.selectbox("Head", HEAD_KINDS, index=HEAD_KINDS.index(d.head), key="head")
-    augment = c1.selectbox("Augmentation", AUGMENTS, index=AUGMENTS.index(d.augment), key="augment")
-    image_size = c2.selectbox("Image size", ui.IMAGE_SIZES, key="image_size",
-                              format_func=lambda s: ui.image_size_label(s, backbone),
-                              help="pixels per side; auto: the backbone's own input size")
-    seed = c3.number_input("Seed", value=d.seed, step=1, key="seed")
-    subset = c1.number_input("Images per class", value=None, step=1, key="subset", placeholder="all",
-                             help="training images per class, for quick trial runs; validation keeps all its images")
+    lr = knobs.number_input("Learning rate", step=1e-4, format="%g", key="lr", width=KNOB,  # its value: session_state.lr
+                            help=f"default for {strategy} with {optimizer}: {default_lr(strategy, optimizer):g}")
+    optimizer = knobs.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(d.optimizer), key="optimizer",
+                                width=KNOB, on_change=use_default_lr)
+    schedule = knobs.selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(d.schedule), key="schedule", width=KNOB)
+    head = knobs.selectbox("Head", HEAD_KINDS, index=HEAD_KINDS.index(d.head), key="head", width=KNOB)
+    augment = knobs.selectbox("Augmentation", AUGMENTS, index=AUGMENTS.index(d.augment), key="augment", width=KNOB)
+    image_size = knobs.selectbox("Image size", ui.IMAGE_SIZES, key="image_size", width=KNOB,
+                                 format_func=lambda s: ui.image_size_label(s, backbone),
+                                 help="pixels per side; auto: the backbone's own input size")
+    seed = knobs.number_input("Seed", value=d.seed, step=1, key="seed", width=KNOB)
+    subset = knobs.number_input("Images per class", value=None, step=1, key="subset", width=KNOB, placeholder="all",
+                                help="training images per class, for quick trial runs; validation keeps all its images")
     gpus = 1  # one device: the run trains in the app's own process, as always
     if (gpus_here := gpu_count()) > 1:
-        gpus = int(c2.number_input("GPUs", 1, gpus_here, 1, key="gpus",
-                                   help="over 1: one run over N GPUs with torchrun (DDP), the batch size split "
-                                        "over them"))
+        gpus = int(knobs.number_input("GPUs", 1, gpus_here, 1, key="gpus", width=KNOB,
+                                      help="over 1: one run over N GPUs with torchrun (DDP), the batch size split "
+                                           "over them"))
     with st.expander("Advanced"):
         shown = form.advanced_fields(strategy, head, builtin)
         a1, a2 = st.columns(2)
@@ -207,10 +211,11 @@ def experiments_panel() -> None:
 
 
 experiments_panel()
-title_col, all_col, failed_col = st.columns([4, 1, 1], vertical_alignment="bottom")
-title_col.subheader("Runs")
-show_all = all_col.toggle("Show all runs", key="show_all")
-hide_failed = failed_col.toggle("Hide failed runs", key="hide_failed")
+# A row whose toggles take the width of their labels (narrow columns cut them to "Sho..." at 1000 px).
+runs_head = st.container(horizontal=True, vertical_alignment="bottom", key="runs_head")
+runs_head.subheader("Runs", width="stretch")
+show_all = runs_head.toggle("Show all runs", key="show_all", width="content")
+hide_failed = runs_head.toggle("Hide failed runs", key="hide_failed", width="content")
 records = jobs.list_runs()  # from the runs folder's index: only runs that changed are read again
 live = ui.live_ids(records)  # queued or running, here or in another process
 labels = ui.run_labels(records)
