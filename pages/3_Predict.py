@@ -39,7 +39,7 @@ if kind == kinds[2]:
 elif kind == kinds[1] and runs:
     labels = ui.run_labels(manager(runs_dir).list_runs())  # the same labels as on Train and Compare
     with left:
-        found = run_filters.apply(runs.values(), run_finder.run_filter(list(runs.values()), "predict", per_row=3), labels)
+        found = run_filters.apply(runs.values(), run_finder.run_filter(list(runs.values()), "predict"), labels)
     if not found:
         left.info("No finished run matches: clear the search or a filter.")
         st.stop()

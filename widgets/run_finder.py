@@ -12,18 +12,16 @@ TITLES = {"data": "Dataset", "backbone": "Backbone", "strategy": "Strategy", "st
           "experiment": "Experiment", "name": "Your names"}
 
 
-def run_filter(records, key: str, fields=tuple(TITLES), per_row: int = 6) -> run_filters.RunFilter:
-    """Draw the search box and a multiselect per field that has values, `per_row` to a row (the
-    search beside them when they fit in one row); return the filter they make. `key` prefixes
-    the widgets' keys (`{key}_text`, `{key}_data`...)."""
+def run_filter(records, key: str, fields=tuple(TITLES)) -> run_filters.RunFilter:
+    """Draw the search box and a multiselect per field that has values, in one wrapping row of
+    fixed-width fields (as many a row as fit: all seven at 1400 px; columns at 1000 px cut them to
+    "a" under labels broken mid-word); return the filter they make. `key` prefixes the widgets'
+    keys (`{key}_text`, `{key}_data`...)."""
     values = run_filters.choices(records)
-    shown = [f for f in fields if values[f]]
-    one_row = len(shown) <= per_row
-    columns = st.columns([2] + [1] * len(shown), vertical_alignment="bottom") if one_row else [st]
-    text = columns[0].text_input("Search runs", key=f"{key}_text", placeholder="words in the name, id, data...",
-                                 help="runs whose label, id, your name, dataset, backbone, strategy or experiment "
-                                      "contain every word")
-    slots = columns[1:] if one_row else [c for i in range(0, len(shown), per_row) for c in st.columns(per_row)]
-    picks = {f: col.multiselect(TITLES[f], values[f], key=f"{key}_{f}", placeholder="all")
-             for col, f in zip(slots, shown, strict=False)}
+    row = st.container(horizontal=True, gap="small", vertical_alignment="bottom", key=f"{key}_filters")
+    text = row.text_input("Search runs", key=f"{key}_text", placeholder="words in the name, id, data...", width=180,
+                          help="runs whose label, id, your name, dataset, backbone, strategy or experiment "
+                               "contain every word")
+    picks = {f: row.multiselect(TITLES[f], values[f], key=f"{key}_{f}", placeholder="all", width=108)
+             for f in fields if values[f]}
     return run_filters.RunFilter(text=text, **picks)
