@@ -17,21 +17,25 @@ def home() -> None:
         "and get top-k predictions for your photos. Everything runs on this machine; "
         "**EfficientNet-Lite0** on the built-in **digits** data works offline out of the box."
     )
-    for column, (page, what) in zip(st.columns(4), (
+    # Cards of a fixed width in a wrapping row: four a row on a wide screen, two on a laptop
+    # (four columns at 1000 px cut "Compare" to "Compar").
+    cards = st.container(horizontal=True, key="home_cards")
+    for page, what in (
         (TRAIN, "Pick a backbone, a dataset and a strategy; runs train in the background with live curves."),
         (COMPARE, "Overlay the validation curves of any runs; summary and epoch tables as CSV."),
         (PREDICT, "Upload images and see the top-k classes of an ImageNet backbone or of your own run."),
         (REPORT, "See which classes a run confuses and the images it gets most wrong; test it on new images."),
-    ), strict=True):
-        with column.container(border=True):
+    ):
+        with cards.container(border=True, width=214, height="stretch"):
             st.page_link(page, label=f"**{page.title}**")
             st.caption(what)
     st.subheader("Quick start")
     st.markdown(f"""
 1. Open **Train**, keep the defaults (efficientnet_lite0, digits, feature_extraction), set
    *Images per class* to 20 for a short run, and press **Start training**.
-2. Start a second run with another strategy (say `finetune`) while the first one trains: it waits
-   in the queue, and each run shows its progress and curves.
+2. Start a second run with another strategy (say `finetune`, which trains every layer: set
+   *Image size* to 64 to keep it short). It waits in the queue while the first one trains, and
+   each run shows its progress and curves.
 3. Open **Compare** to see both runs' validation accuracy and loss per epoch, then download the tables.
 4. Open **Predict**, upload a photo, and compare your run's classes with the backbone's ImageNet guesses.
 
