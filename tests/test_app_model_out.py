@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,45 @@ def test_finished_run_card_has_download_model(runs_env) -> None:
     at = page("pages/1_Train.py")
     button = at.get("download_button")
     assert [b.label for b in button if b.key == f"model_{run_id}"] == ["Download model"]
+
+
+@pytest.fixture
+def unexported(finished, tmp_path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """(runs folder, run id) of a copy of the finished run that was never exported."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished[0], runs, ignore=shutil.ignore_patterns(export.ZIP_NAME))
+    monkeypatch.setenv("TLCORE_RUNS", str(runs))
+    return runs, finished[1]
+
+
+def model_buttons(at: AppTest, run_id: str) -> list:
+    return [b for b in at.get("download_button") if b.key == f"model_{run_id}"]
+
+
+def test_one_click_builds_the_bundle_and_downloads_it(unexported) -> None:
+    # QA: the first click built the zip inside the download request and delivered nothing in Chromium.
+    runs, run_id = unexported
+    at = page("pages/1_Train.py")
+    assert not model_buttons(at, run_id)  # not built yet: a plain button, whose click builds it
+    at.button(key=f"build_{run_id}").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+    assert (runs / run_id / export.ZIP_NAME).is_file()
+    assert len(model_buttons(at, run_id)) == 1
+    [press] = [h for h in at.get("html") if f".st-key-model_{run_id} button" in h.proto.body]
+    assert press.proto.unsafe_allow_javascript  # the same click downloads it
+    at.run()  # later runs: the kept zip behind the download button, pressed by the user only
+    assert len(model_buttons(at, run_id)) == 1 and not at.get("html")
+
+
+def test_a_failed_export_says_why_in_one_line(unexported) -> None:
+    runs, run_id = unexported
+    (runs / run_id / "model.safetensors").unlink()  # the run's weights are gone: nothing to export
+    at = page("pages/1_Train.py")
+    at.button(key=f"build_{run_id}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = at.error
+    assert error.value.startswith("Cannot export this run: ") and "\n" not in error.value
+    assert not model_buttons(at, run_id) and not (runs / run_id / export.ZIP_NAME).exists()
 
 
 def test_predict_from_an_uploaded_bundle_zip(runs_env) -> None:

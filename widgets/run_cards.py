@@ -11,13 +11,51 @@ from tlcore.training.jobs import JobManager
 from tlcore.views import ui
 from tlcore.views.charts import curves_figure
 
+MODEL_HELP = ("model.onnx + model.safetensors + tlcore.json + README: runs with onnxruntime anywhere, "
+              "or Predict > an exported model")
 
-def download_model(jobs: JobManager, rid: str) -> None:
-    """The run as a model bundle zip: built on the first click (ONNX checked), then kept in the run's folder."""
-    st.download_button("Download model", lambda: export.bundle_zip(rid, jobs.store.root).read_bytes(),
-                       export.download_name(rid), "application/zip", key=f"model_{rid}", on_click="ignore",
-                       icon=":material/download:", help="model.onnx + model.safetensors + tlcore.json + README: "
-                       "runs with onnxruntime anywhere, or Predict > an exported model")
+
+def download_model(jobs: JobManager, rid: str) -> str | None:
+    """The run as a model bundle zip in one click: built on the first (ONNX checked), then kept in the run's folder.
+
+    A bundle not built yet is built in the page's run under a spinner, and its download button is
+    then pressed for the user. Built inside the download request instead (a callable `data`), QA's
+    first click in Chromium built the zip and delivered nothing, with no message, while a click on a
+    built zip always delivered; this way the slow part and its failure show on the page.
+    Returns the export's error, for the card to show in full width, or None."""
+    root, slot = jobs.store.root, st.empty()  # the spinner, then the download, take the button's place
+    built = export.ready_zip(rid, root)
+    pressed = False
+    if built is None:
+        if not slot.button("Download model", key=f"build_{rid}", icon=":material/download:", help=MODEL_HELP):
+            return None
+        with slot.container(), st.spinner("Building the model..."):
+            try:
+                built = export.bundle_zip(rid, root)
+            except Exception as exc:  # shown, not swallowed: any failure of the export is the user's answer
+                return f"Cannot export this run: {str(exc).strip() or type(exc).__name__}"
+        pressed = True
+    slot.download_button("Download model", built.read_bytes, export.download_name(rid), "application/zip",
+                         key=f"model_{rid}", on_click="ignore", icon=":material/download:", help=MODEL_HELP)
+    if pressed:  # the click that built it is the click that downloads it
+        st.html(PRESS.replace("RID", rid), unsafe_allow_javascript=True, width="content")
+    return None
+
+
+# Presses the download button once it is on the page (it arrives with the same rerun as this script);
+# the style keeps this element from taking a line of its own under the button.
+PRESS = """<style>[data-testid="stElementContainer"]:has(.press-RID) { display: none; }</style>
+<span class="press-RID"></span>
+<script>
+(() => {
+  let tries = 0;
+  const press = () => {
+    const button = document.querySelector(".st-key-model_RID button");
+    if (button) button.click(); else if (tries++ < 100) setTimeout(press, 50);
+  };
+  press();
+})();
+</script>"""
 
 
 def manage(jobs: JobManager, record: RunRecord) -> None:
@@ -102,7 +140,9 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
                     manage(jobs, record)
             if snap["status"] == "finished":
                 with download_col:
-                    download_model(jobs, record.run_id)
+                    export_error = download_model(jobs, record.run_id)
+                if export_error:
+                    st.error(export_error)
         if show:
             chart.altair_chart(curves_figure(snap.get("metrics") or [], live=ui.live_losses(trail)
                                              if snap["status"] == "running" else None))

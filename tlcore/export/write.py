@@ -337,17 +337,24 @@ def download_name(run_id: str) -> str:
     return f"tlcore-{run_id}.zip"
 
 
+def ready_zip(run_id: str, runs_dir: str | os.PathLike) -> Path | None:
+    """The run's bundle zip when it is built and not older than the run's weights, else None."""
+    folder = RunStore(runs_dir).path(run_id)
+    target, weights = folder / ZIP_NAME, folder / WEIGHTS_FILE
+    if target.is_file() and weights.is_file() and target.stat().st_mtime_ns >= weights.stat().st_mtime_ns:
+        return target
+    return None
+
+
 def bundle_zip(run_id: str, runs_dir: str | os.PathLike) -> Path:
     """The run's bundle as one zip (`<run>/model-bundle.zip`), built on first use and then reused.
 
     The zip holds one folder, `tlcore-<run id>/`; it is rebuilt when the run's weights are newer.
     """
-    store = RunStore(runs_dir)
-    folder = store.path(run_id)
+    folder = RunStore(runs_dir).path(run_id)
     target = folder / ZIP_NAME
-    weights = folder / WEIGHTS_FILE
     with _ZIP_LOCK:  # two clicks in two tabs build once
-        if target.is_file() and weights.is_file() and target.stat().st_mtime_ns >= weights.stat().st_mtime_ns:
+        if ready_zip(run_id, runs_dir):
             return target
         with tempfile.TemporaryDirectory(dir=folder, prefix=".bundle-") as tmp_name:
             tmp = Path(tmp_name)
