@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tlcore import experiments
 from tlcore.analysis.experiment_report import report
 from tlcore.experiments import ExperimentStore, Grid, cancel_experiment, estimate, expand, progress, start_experiment
 from tlcore.training.jobs import JobManager
@@ -150,3 +151,11 @@ def test_estimate_counts_gradual_head_epochs_as_cached(tiny_config) -> None:
     # One full epoch plus one frozen pass, against three full epochs (and three with augmentation).
     assert gradual["seconds"] < finetune["seconds"] / 2
     assert augmented["seconds"] == finetune["seconds"]
+
+
+def test_the_estimate_says_how_many_runs_are_quick() -> None:
+    slow, quick = {"seconds": 60.0, "cheap": False}, {"seconds": 2.0, "cheap": True}
+    assert "; 1 of them is quick (feature extraction" in experiments.estimate_text([slow, quick, slow])
+    assert "; 2 of them are quick" in experiments.estimate_text([slow, quick, quick])
+    assert "; all of them are quick" in experiments.estimate_text([quick, quick])
+    assert "quick" not in experiments.estimate_text([slow])

@@ -302,8 +302,9 @@ def estimate_text(rows: list[dict]) -> str:
     cheap = [r for r in rows if r["cheap"]]
     line = f"{len(rows)} runs, about {_duration(total)} in all"
     if cheap:
-        line += (f"; {len(cheap)} {'is' if len(cheap) == 1 else 'are'} cheap (feature extraction reusing the "
-                 "cached backbone features, "
+        which = "all of them are" if len(cheap) == len(rows) else (
+            f"{len(cheap)} of them {'is' if len(cheap) == 1 else 'are'}")
+        line += (f"; {which} quick (feature extraction on the cached backbone features, "
                  f"about {_duration(cheap[0]['seconds'])} each)")
     return line
 

@@ -30,3 +30,8 @@ def dataset_name(spec: str | None) -> str:
     if spec in BUILTIN:
         return spec
     return upload_name(spec) or built_name(spec) or (Path(spec).name if ("/" in spec or "\\" in spec) else spec)
+
+
+def count(n: int, noun: str) -> str:
+    """`1 file`, `3 files`: a number and its noun, singular for one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -23,6 +23,7 @@ from tlcore.data.batches import BatchMaker, index_batches, training_batches
 from tlcore.data.sources import DataError, DataSource, resolve_data
 from tlcore.data.stream import decoded_batches, prefetch
 from tlcore.models import backbones
+from tlcore.names import count
 from tlcore.training import distributed, features
 from tlcore.training.config import TrainConfig
 from tlcore.training.device import amp_dtype, autocast, configure_threads, memory_format, pick_device, tune_allocator
@@ -306,7 +307,7 @@ def _features(run: _Run, model, source: DataSource, resize: int, crop: int, make
         run.emit("log", {"message": f"decoded {n} images and computed their features in {time.perf_counter() - t0:.1f} s, "
                                     "a few batches at a time (never all decoded at once)"})
         if len(skipped) > len(source.skipped):
-            run.emit("log", {"message": f"skipped {len(skipped)} unreadable files, e.g. {skipped[-1][1]}"})
+            run.emit("log", {"message": f"skipped {count(len(skipped), 'file')} unreadable, e.g. {skipped[-1][1]}"})
     if run.world.is_main:
         features.save_cached(key, out, {"skipped": skipped, "val_index": val_index})
     return out, skipped, val_index
@@ -350,7 +351,7 @@ def _decode(run: _Run, source: DataSource, resize: int):
     run.emit("log", {"message": f"decoded {len(data.train) + len(data.val)} images once in "
                                 f"{time.perf_counter() - t0:.1f} s; epochs reuse them"})
     if data.skipped:
-        run.emit("log", {"message": f"skipped {len(data.skipped)} unreadable files, e.g. {data.skipped[0][1]}"})
+        run.emit("log", {"message": f"skipped {count(len(data.skipped), 'file')} unreadable, e.g. {data.skipped[0][1]}"})
     return data
 
 

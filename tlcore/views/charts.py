@@ -57,7 +57,7 @@ def epochs_text(n: int) -> str:
 # (config key, when it applies (None: always), how to show it).
 LABEL_PARTS = (
     ("data", None, lambda v: dataset_name(v)),
-    ("image_size", None, lambda v: f"{v} px" if v else "default px"),
+    ("image_size", None, lambda v: f"{v} px" if v else "default size"),
     ("subset", None, lambda v: f"{v}/class" if v else "all images"),
     ("lr", None, lambda v: f"lr {v:g}"),
     ("optimizer", None, str),

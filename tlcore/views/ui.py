@@ -22,6 +22,7 @@ from tlcore.memo import per_record_list
 from tlcore.models import backbones
 from tlcore.models.catalog import backbone_table
 from tlcore.models.weights import WeightsUnavailable
+from tlcore.names import count
 from tlcore.predict import Prediction, get_predictor
 from tlcore.runs import ACTIVE, RunRecord, RunStore
 from tlcore.training.config import TrainConfig
@@ -280,7 +281,7 @@ def epoch_line(snap: dict) -> str:
         return ""
     m, epochs = metrics[-1], (snap.get("config") or {}).get("epochs", "?")
     return (f"epoch {m.get('epoch')}/{epochs}: train loss {m.get('train_loss', 0):.4f}, acc {_pct(m.get('train_acc'))}"
-            f" · val loss {m.get('val_loss', 0):.4f}, acc {_pct(m.get('val_acc'))} · {m.get('seconds', 0):.2g} s")
+            f" · val loss {m.get('val_loss', 0):.4f}, acc {_pct(m.get('val_acc'))} · epoch took {m.get('seconds', 0):.2g} s")
 
 
 def result_line(snap: dict) -> str:
@@ -293,7 +294,7 @@ def result_line(snap: dict) -> str:
     if snap.get("num_train"):
         parts.append(f"{snap['num_train']} train / {snap.get('num_val')} val images on {snap.get('device')}")
     if snap.get("skipped"):
-        parts.append(f"{snap['skipped']} unreadable files skipped")
+        parts.append(f"{count(snap['skipped'], 'file')} unreadable, skipped")
     return " · ".join(parts)
 
 
