@@ -143,6 +143,17 @@ def test_a_backbone_without_weights_offline_is_flagged_and_not_queued(runs_dir: 
     assert not at.warning
 
 
+def test_a_builtin_dataset_that_cannot_be_downloaded_is_not_queued(runs_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA: cifar10 offline was queued, then failed when its run started."""
+    monkeypatch.setenv("TLCORE_OFFLINE", "1")
+    at = train_page()
+    at.selectbox(key="dataset").set_value("cifar10").run()
+    at.button(key="start").click().run()
+    assert at.error and "cifar10 is not downloaded and there is no network" in at.error[0].value
+    assert not get_manager(runs_dir).list_runs()
+
+
 def test_run_list_shows_recent_runs_hides_failed_and_shows_all(runs_dir: Path) -> None:
     ids = fake_runs(runs_dir, ["finished"] * 6 + ["failed", "finished", "failed"])
     at = train_page()

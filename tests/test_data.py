@@ -167,6 +167,21 @@ def test_download_datasets_offline_fail_fast_saying_what_to_do(name: str, monkey
     assert name in message and "no network" in message and "digits" in message
 
 
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cats_dogs"])
+def test_a_builtin_that_is_neither_here_nor_downloadable_is_refused_before_a_run(name: str, monkeypatch,
+                                                                                   tl_env) -> None:
+    """What Start checks: the files' presence and the network, without loading the dataset."""
+    monkeypatch.setattr(tldata, "host_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(tldata.paths, "shared_data_dirs", lambda: [])
+    with pytest.raises(DataError, match=f"{name} is not downloaded and there is no network"):
+        tldata.check_builtin(name)
+    folder = tl_env.data / (tldata.DOWNLOADS[name][1] if name in tldata.DOWNLOADS else name)
+    folder.mkdir(parents=True)
+    (folder / "downloaded").write_text("")  # what is there counts as there
+    tldata.check_builtin(name)
+    tldata.check_builtin("digits")  # bundled
+
+
 @pytest.mark.parametrize("spec", ["imagenet", "/no/such/folder", "photos.zip"])
 def test_unknown_spec_or_missing_path_lists_valid_specs(spec: str) -> None:
     with pytest.raises(DataError) as exc:

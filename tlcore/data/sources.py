@@ -276,6 +276,35 @@ def _digits(subset, val_fraction, seed) -> DataSource:
                          images[va], [labels[i] for i in va], subset, seed)
 
 
+def check_builtin(name: str) -> None:
+    """Raise DataError at once when built-in `name` is not on this machine and cannot be downloaded now.
+
+    The Train page calls it on Start: a run queued offline for a dataset it cannot get would only
+    fail when it starts. A folder that is there counts as there (a damaged one fails in the run).
+    """
+    if name in DOWNLOADS:
+        url, folder = DOWNLOADS[name]
+        if not any((base / folder).is_dir() for base in [paths.data_root(), *paths.shared_data_dirs()]) \
+                and not host_reachable(url):
+            raise _offline(name, paths.data_root() / folder)
+    elif name != "digits":
+        import torchvision.datasets as tvd
+
+        root = paths.data_root() / name
+        cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+        if not (root.is_dir() and any(root.iterdir())) and not host_reachable(_torchvision_url(cls)):
+            raise _offline(name, root)
+
+
+def _offline(name: str, where: Path) -> DataError:
+    return DataError(f"{name} is not downloaded and there is no network: connect once so it can be saved "
+                     f"to {where}, or use digits (works offline) or an image folder")
+
+
+def _torchvision_url(cls) -> str:
+    return getattr(cls, "mirrors", [getattr(cls, "url", "https://download.pytorch.org")])[0]
+
+
 def _torchvision_dataset(name: str, subset, seed) -> DataSource:
     import torchvision.datasets as tvd
 
@@ -284,12 +313,8 @@ def _torchvision_dataset(name: str, subset, seed) -> DataSource:
     try:
         train, val = cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError:
-        url = getattr(cls, "mirrors", [getattr(cls, "url", "https://download.pytorch.org")])[0]
-        if not host_reachable(url):
-            raise DataError(
-                f"{name} is not downloaded and there is no network: connect once so it can be "
-                f"saved to {root}, or use digits (works offline) or an image folder"
-            ) from None
+        if not host_reachable(_torchvision_url(cls)):
+            raise _offline(name, root) from None
         train, val = cls(root, train=True, download=True), cls(root, train=False, download=True)
     x_tr, x_va = np.asarray(train.data), np.asarray(val.data)
     y_tr, y_va = np.asarray(train.targets), np.asarray(val.targets)
@@ -302,10 +327,7 @@ def _downloaded_folder(name: str) -> Path:
         if (base / folder).is_dir():
             return base / folder
     if not host_reachable(url):
-        raise DataError(
-            f"{name} is not downloaded and there is no network: connect once so it can be saved "
-            f"to {paths.data_root() / folder}, or use digits or an image folder"
-        )
+        raise _offline(name, paths.data_root() / folder)
     zip_path = download(url, paths.data_root() / f"{folder}.zip", timeout=120)
     extract_zip(zip_path, paths.data_root())
     return paths.data_root() / folder

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from tlcore import paths
-from tlcore.data.sources import BUILTIN, resolve_data
+from tlcore.data.sources import BUILTIN, check_builtin, resolve_data
 from tlcore.data.uploads import upload_name, uploads_dir
 from tlcore.models import backbones
 from tlcore.models.weights import file_name, host_reachable, hub_checkpoint_dir
@@ -105,13 +105,15 @@ def check_dataset(spec: str, val_fraction: float = TrainConfig.val_fraction, sub
                   seed: int = 0) -> str:
     """Check that a folder or zip holds a usable dataset; returns one line saying what it holds.
 
-    Built-in datasets are not checked here (some download when their first run starts).
+    A built-in dataset is only checked to be here or downloadable (some download when their first
+    run starts).
 
     Raises:
         ValueError: no class folders, one class only, no images, a bad zip...; the message
             names the user's folder or file and the fix.
     """
     if spec in BUILTIN:
+        check_builtin(spec)
         return ""
     try:
         source = resolve_data(spec, val_fraction=val_fraction, subset=subset, seed=seed)
