@@ -91,4 +91,4 @@ for i, item in enumerate(report.items):
             continue
         for col, (title, cam) in zip(st.columns(3), [("photo", None), *views], strict=False):
             col.image(item.image if cam is None else cam.overlay, width="stretch",
-                      caption=title if cam is None else f"{title}: {cam.label} ({cam.prob:.0%})")
+                      caption=title if cam is None else ui.cam_caption(title, cam))

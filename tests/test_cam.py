@@ -13,6 +13,7 @@ from PIL import Image
 from tlcore.analysis.cam import grad_cam
 from tlcore.models import backbones
 from tlcore.predict import Predictor, get_predictor
+from tlcore.views import ui
 
 TABBY = 281  # ImageNet's "tabby" class
 
@@ -85,6 +86,43 @@ def test_frozen_models_with_in_place_activations_give_a_map(name: str) -> None:
     assert max(m.max() for m in maps) > 0, "all-zero maps: the gradient or the activations were lost"
     assert not any(p.requires_grad for p in model.parameters()), "CAM left parameters unfrozen"
     assert all(p.grad is None for p in model.parameters())
+
+
+def _feature_extraction_lite0(image_size: int) -> tuple[Predictor, torch.nn.Module]:
+    """Pretrained Lite0, frozen by the feature_extraction strategy, with a 3-class head in which
+    every feature lowers class "a" and only its bias makes it the top class: a run's head shown
+    a photo unlike its classes (a digits run and a photo of bees, as QA found)."""
+    from tlcore.training.strategies import make_strategy
+
+    model = backbones.build_model("efficientnet_lite0", 3, seed=0)
+    make_strategy("feature_extraction").optimizer_groups(backbones.param_groups(model, "efficientnet_lite0"), 1e-3)
+    with torch.no_grad():
+        model._fc.weight.copy_(-model._fc.weight.abs())
+        model._fc.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    spec = backbones.get_backbone("efficientnet_lite0")
+    return Predictor("fe", model, spec, ["a", "b", "c"], image_size, torch.device("cpu")), model
+
+
+def test_a_class_no_region_raised_still_gets_a_real_map_and_predictions_stay() -> None:
+    predictor, model = _feature_extraction_lite0(64)
+    photo = _cat_and_coffee((0, 0))
+    before = predictor.predict([photo], k=3)[0].predictions
+    flags = [p.requires_grad for p in model.parameters()]
+    assert any(flags) and not all(flags), "the backbone should be frozen and the head trainable"
+    result = grad_cam(predictor, photo, "grid.png")
+    assert result.label == "a" and result.heatmap.shape == (64, 64)
+    # Grad-CAM's map here is all zero (a flat dark-blue overlay); the fallback spreads over [0, 1].
+    assert np.ptp(result.heatmap) > 0.5, f"a blank map: spread {np.ptp(result.heatmap)}"
+    assert not result.raised
+    assert "no region raised it" in ui.cam_caption("your run", result)  # the Predict page's caption
+    assert predictor.predict([photo], k=3)[0].predictions == before
+    assert [p.requires_grad for p in model.parameters()] == flags and all(p.grad is None for p in model.parameters())
+
+
+def test_a_one_by_one_map_is_refused_with_the_fix() -> None:
+    predictor, _ = _feature_extraction_lite0(32)  # Lite0 divides by 32: one place left
+    with pytest.raises(ValueError, match="1 x 1 map.*64 px or more"):
+        grad_cam(predictor, _cat_and_coffee((0, 0)), "grid.png")
 
 
 def test_every_backbone_names_a_cam_layer() -> None:

@@ -89,9 +89,9 @@ def cmd_lr_find(args, cfg) -> int:
 
 
 def write_cams(predictor, images: list[str], folder: str) -> list[dict]:
-    """Grad-CAM overlays for each image as `folder/<stem>.cam.png`: {cam, cam_peak} or {cam_error}."""
+    """Grad-CAM overlays for each image as `folder/<stem>.cam.png`: {cam, cam_peak, cam_label, cam_raised}
+    or {cam_error}."""
     from tlcore.analysis.cam import grad_cam
-    from tlcore.data.images import ImageError
 
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,10 +99,11 @@ def write_cams(predictor, images: list[str], folder: str) -> list[dict]:
     for image in images:
         try:
             result = grad_cam(predictor, image, Path(image).name)
-        except (ImageError, OSError) as exc:
+        except (OSError, ValueError) as exc:  # an ImageError, no CAM layer, or a 1 x 1 map
             extras.append({"cam_error": str(exc)})
             continue
         path = out_dir / f"{Path(image).stem}.cam.png"
         result.overlay.save(path)
-        extras.append({"cam": str(path), "cam_peak": list(result.peak), "cam_label": result.label})
+        extras.append({"cam": str(path), "cam_peak": list(result.peak), "cam_label": result.label,
+                       "cam_raised": result.raised})
     return extras

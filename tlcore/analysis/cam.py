@@ -4,8 +4,11 @@ The target layer is each backbone's `BackboneSpec.cam_layer`. Three things make 
 quietly on models like ours, and are handled here: a frozen layer has no gradient (its output
 is made to require one for the duration), an in-place activation after the target layer
 overwrites the saved activations (the layer's output is cloned for the layers after it), and
-prediction runs under `torch.inference_mode` (turned off here). `grad-cam` is imported only
-when a CAM is asked for, so plain prediction stays as fast as before.
+prediction runs under `torch.inference_mode` (turned off here). A fourth is not a fault but
+looks like one: Grad-CAM keeps only regions that raised the class, so where none did (a photo
+unlike any of a run's classes, scored below zero everywhere) its map is blank; that map is then
+replaced by the same weighted sum unrectified and scaled, and `CamResult.raised` says so.
+`grad-cam` is imported only when a CAM is asked for, so plain prediction stays as fast as before.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class CamResult:
     box: tuple[float, float, float, float]  # that square in original pixels: left, top, right, bottom
     overlay: Image.Image  # the square of the photo with the heatmap blended in
     peak: tuple[int, int]  # (x, y) of the heatmap's maximum, in original image pixels
+    raised: bool = True  # False: no region raised the class; the heatmap shows where it was lowered least
 
 
 def _model_view_box(size: tuple[int, int], resize: int, crop: int) -> tuple[float, float, float, float]:
@@ -87,7 +91,7 @@ def grad_cam(predictor: Predictor, image, name: str = "upload", class_index: int
 
     Raises:
         ImageError: the image cannot be read.
-        ValueError: the backbone names no CAM layer.
+        ValueError: the backbone names no CAM layer, or its map there is 1 x 1 (images too small).
     """
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -111,6 +115,12 @@ def grad_cam(predictor: Predictor, image, name: str = "upload", class_index: int
                 # No target: grad-cam follows the top class, in the same forward pass.
                 targets = None if class_index is None else [ClassifierOutputTarget(class_index)]
                 heatmap = cam(input_tensor=x, targets=targets)[0]
+                if cam.activations_and_grads.activations[0].shape[-2:] == (1, 1):
+                    raise ValueError(f"{spec.name} at {x.shape[-1]} px has a 1 x 1 map at {spec.cam_layer}: no places "
+                                     f"to compare; use a run trained on larger images ({2 * x.shape[-1]} px or more)")
+                raised = bool(heatmap.any())
+                if not raised:
+                    heatmap = _unrectified(cam, layer, x)
                 probs = cam.outputs.detach().float().softmax(1)[0]
                 class_index = int(probs.argmax()) if class_index is None else class_index
                 prob = float(probs[class_index])
@@ -123,4 +133,14 @@ def grad_cam(predictor: Predictor, image, name: str = "upload", class_index: int
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     scale = (box[2] - box[0]) / heatmap.shape[1]
     peak = (int(box[0] + (col + 0.5) * scale), int(box[1] + (row + 0.5) * scale))
-    return CamResult(predictor.class_names[class_index], prob, heatmap, box, _blend(view, heatmap), peak)
+    return CamResult(predictor.class_names[class_index], prob, heatmap, box, _blend(view, heatmap), peak, raised)
+
+
+def _unrectified(cam, layer: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """grad-cam's last map without its ReLU, scaled to [0, 1] (all zero if the layer is 1 x 1)."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    saved = cam.activations_and_grads
+    acts, grads = saved.activations[0].numpy(), saved.gradients[0].numpy()
+    raw = cam.get_cam_image(x, layer, None, acts, grads, False)
+    return scale_cam_image(raw, cam.get_target_width_height(x))[0]

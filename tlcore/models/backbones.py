@@ -344,7 +344,7 @@ register_backbone(
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         description="EfficientNet-Lite0, 4.7M params: weights ship with pip, works offline",
-        cam_layer=f"_blocks.{_lite_stages[6][-1]}",  # the last MBConv: nothing after it runs in place on its output
+        cam_layer="_head_act",  # the activation the head pools (the last MBConv is linear: often all-negative maps)
         extra={"num_params": 4_652_008},
     )
 )

@@ -103,6 +103,10 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
+        # A module, not F.relu6, so that Grad-CAM can target the last activation: the pooled
+        # head sees exactly this, while the last MBConv's output is linear (no activation) and a
+        # trained head's map of it is often negative everywhere, i.e. blank.
+        self._head_act = nn.ReLU6(inplace=True)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -110,7 +114,7 @@ class EfficientNetLite0(nn.Module):
         x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
+        x = self._head_act(self._bn1(self._conv_head(x)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(self._dropout(x))
 

@@ -462,3 +462,10 @@ def cam_views(file, choice: ModelChoice, runs_dir: str | Path = "runs", device: 
         except (ValueError, WeightsUnavailable, OSError):
             pass  # the ImageNet top-k beside the run already says why it is missing
     return [(title, grad_cam(p, data, name)) for title, p in models]
+
+
+def cam_caption(title: str, cam) -> str:
+    """The caption under a Grad-CAM overlay: whose map, its class, and whether any region raised it."""
+    caption = f"{title}: {cam.label} ({cam.prob:.0%})"
+    # Not a blank map: the photo is unlike the class everywhere, so the map is relative (see cam.py).
+    return caption if cam.raised else f"{caption}; no region raised it, the map shows where it was lowered least"
