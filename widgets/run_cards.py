@@ -121,25 +121,28 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
             st.warning(ui.run_message(snap))
         st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
         live = snap["status"] in ("queued", "running")
-        has_curves = bool(snap.get("metrics") or ui.live_losses(trail))
+        # An ended run draws its epochs only: one cancelled in its first epoch has none (its batches'
+        # losses alone drew empty axes with a lone "0.000000" tick).
+        has_curves = bool(snap.get("metrics") or (live and ui.live_losses(trail)))
         # The curves sit above the row of controls that ends the card; the container carries their
         # key (st.altair_chart drops the key of a chart without selections).
         chart = st.container(key=f"curves_{record.run_id}")
         if live:
             show = has_curves
         else:  # one row: the curves toggle, rename or delete, and the model download
-            toggle_col, manage_col, download_col, _ = st.columns([1, 1.3, 1.3, 2.4], vertical_alignment="center")
+            # A row as wide as its controls: in columns they were cut to "Cu…", "Re…", "Down…" at 1000 px.
+            row = st.container(horizontal=True, vertical_alignment="center", key=f"actions_{record.run_id}")
             # Each chart costs the browser time to draw (measured per page: a plotly chart about
             # 1 s, a Vega-Lite one 0.0-0.2 s): an ended run's curves wait for the toggle, except
             # the newest's and those this session watched train. Compare is where ended runs'
             # curves are read side by side.
-            show = has_curves and toggle_col.toggle("Curves", value=newest or bool(trail),
-                                                    key=f"show_curves_{record.run_id}")
+            show = has_curves and row.toggle("Curves", value=newest or bool(trail), width="content",
+                                             key=f"show_curves_{record.run_id}")
             if record.run_id not in active:
-                with manage_col:
+                with row:
                     manage(jobs, record)
             if snap["status"] == "finished":
-                with download_col:
+                with row:
                     export_error = download_model(jobs, record.run_id)
                 if export_error:
                     st.error(export_error)
