@@ -95,7 +95,9 @@ loss_col.container(key="loss_chart").altair_chart(charts.compare_figure(runs, "l
 st.subheader("Summary")
 summary = charts.summary_table(runs, names)
 # Shown as text: blanks where a value is missing (Streamlit would print "None"); the CSV keeps numbers.
-st.dataframe(charts.display_table(summary), hide_index=True, key="summary_table")
+# The run label pinned at a fixed width: in full it pushed every number off a laptop's screen.
+st.dataframe(charts.display_table(summary), hide_index=True, key="summary_table",
+             column_config={"run": st.column_config.TextColumn(width="large", pinned=True)})
 st.download_button("Download summary (CSV)", charts.to_csv(summary), "summary.csv", "text/csv",
                    key="download_summary", on_click="ignore")
 
