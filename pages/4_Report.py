@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tlcore.analysis.holdout import evaluate_on
+from tlcore.analysis.holdout import evaluate_on, in_training_folder
 from tlcore.analysis.report import NO_RESULTS, NoResults, item_picture, run_report
 from tlcore.paths import runs_root
 from tlcore.runs import RunStore
@@ -59,6 +59,9 @@ else:
                 "then press **Evaluate**.")
         st.stop()
     interp = held[2]
+    if seen := in_training_folder(interp.items, runs[run_id].config.get("data")):
+        st.warning(f"{seen} of these {len(interp.items)} images are in the folder this run was trained on "
+                   f"({runs[run_id].config['data']}): its accuracy on them is not a test on new images.")
     for name, count in interp.unknown_folders.items():
         st.warning(f"Folder '{name}' ({count} images) is not one of the run's classes: left out.")
     if interp.skipped:

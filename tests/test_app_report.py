@@ -73,7 +73,23 @@ def test_another_folder_reports_unknown_folders(one_run, tmp_path, make_class_fo
     at.button(key="report_evaluate").click().run()
     assert not at.exception, at.exception
     assert any("'dog' (2 images)" in w.value for w in at.warning)
-    assert "4 images of test" in at.caption[0].value
+    assert "test · 4 images" in at.caption[0].value
+
+
+def test_evaluating_the_runs_own_folder_warns_that_it_is_no_test(one_run, image_folder, tmp_path,
+                                                                 make_class_folders) -> None:
+    """QA: the whole dataset folder (train/ included) reported 56% with no word that the run saw it."""
+    at = report_page()
+    at.radio(key="report_images").set_value("another folder or zip").run()
+    at.text_input(key="report_folder").input(str(image_folder)).run()
+    at.button(key="report_evaluate").click().run()
+    assert not at.exception, at.exception
+    seen = [w.value for w in at.warning if "the folder this run was trained on" in w.value]
+    assert seen and seen[0].startswith("18 of these 18 images")
+    new = make_class_folders(tmp_path / "new", per_class=2, classes=("cat", "coffee"), seed=3)
+    at.text_input(key="report_folder").input(str(new)).run()
+    at.button(key="report_evaluate").click().run()
+    assert not [w for w in at.warning if "the folder this run was trained on" in w.value]
 
 
 @pytest.mark.parametrize("bad", ["missing", "one_class"])
@@ -86,12 +102,12 @@ def test_a_failed_evaluation_clears_the_previous_report(one_run, tmp_path, make_
     at.radio(key="report_images").set_value("another folder or zip").run()
     at.text_input(key="report_folder").input(str(good)).run()
     at.button(key="report_evaluate").click().run()
-    assert "4 images of good" in at.caption[0].value and len(at.get("vega_lite_chart")) == 1
+    assert "good · 4 images" in at.caption[0].value and len(at.get("vega_lite_chart")) == 1
     at.text_input(key="report_folder").input(str(wrong)).run()
     at.button(key="report_evaluate").click().run()
     assert not at.exception, at.exception
     assert len(at.error) == 1 and at.error[0].value.startswith("Cannot evaluate:")
     assert not at.get("vega_lite_chart") and not at.dataframe and not at.get("image")
-    assert not any("images of good" in c.value for c in at.caption)
+    assert not any("good · " in c.value for c in at.caption)
     at.run()  # and it stays cleared on the next rerun, not back to the old folder's report
     assert not at.get("vega_lite_chart") and not at.dataframe

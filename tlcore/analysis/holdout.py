@@ -49,6 +49,19 @@ def _labelled_files(spec: str, run_classes: list[str]) -> tuple[list[str], list[
     return [paths[i] for i in order], [labels[i] for i in order], unknown, list(source.skipped)
 
 
+def in_training_folder(items: list[str], data_spec: str | None) -> int:
+    """How many of `items` lie in the folder the run was trained on (its train or validation images).
+
+    Accuracy on them is no test on new images: a folder that holds the run's own data (say the
+    whole dataset, train/ included) flatters it. Zips and built-in data are not compared (None, 0).
+    """
+    root = Path(data_spec).expanduser() if data_spec and data_spec not in BUILTIN else None
+    if root is None or not root.is_dir():
+        return 0
+    root = root.resolve()
+    return sum(Path(item).resolve().is_relative_to(root) for item in items)
+
+
 @torch.inference_mode()
 def evaluate_on(run_id: str, spec: str, runs_dir: str | Path, device: str = "auto") -> Interpretation:
     """Run a finished run's model over a labelled folder or zip and return its report.
@@ -77,5 +90,5 @@ def evaluate_on(run_id: str, spec: str, runs_dir: str | Path, device: str = "aut
         with autocast(predictor.device):
             probs.append(predictor.model(predictor.make_batch(batch)).float().softmax(1).cpu())
     return Interpretation(list(predictor.class_names), kept, np.asarray(kept_labels, dtype=np.int64),
-                          torch.cat(probs).double().numpy(), f"{len(kept)} images of {Path(spec).name}",
+                          torch.cat(probs).double().numpy(), Path(spec).name,
                           unknown, skipped)
