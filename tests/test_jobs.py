@@ -104,6 +104,27 @@ def test_cancel_mid_run_keeps_what_was_learned(tmp_path: Path, tiny_config) -> N
     assert not manager.cancel(run_id), "a finished run cannot be cancelled again"
 
 
+def test_a_run_asked_to_stop_reads_stopping_until_it_ends(tmp_path: Path, tiny_config, monkeypatch) -> None:
+    """Every page showing the run says it stops while its current (long) batch ends."""
+    started, batch_done = threading.Event(), threading.Event()
+    real_train = jobs.train
+
+    def one_long_batch_first(cfg, emit, stop, *args, **kwargs):
+        started.set()
+        batch_done.wait(30)  # the stop is only seen between batches
+        return real_train(cfg, emit, stop, *args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train", one_long_batch_first)
+    manager = JobManager(tmp_path / "runs")
+    run_id = manager.submit(tiny_config(epochs=50))
+    assert started.wait(30) and not manager.stopping(run_id)
+    assert manager.cancel(run_id)
+    assert manager.stopping(run_id)  # asked, still in its batch
+    batch_done.set()
+    assert manager.wait(run_id, timeout=30)
+    assert not manager.stopping(run_id) and manager.snapshot(run_id)["status"] == "cancelled"
+
+
 def test_cancel_before_it_starts(tmp_path: Path, tiny_config) -> None:
     manager = JobManager(tmp_path / "runs")
     first = manager.submit(tiny_config(epochs=50))

@@ -111,8 +111,13 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
             frac, where = ui.progress_of(snap)
             st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
             if record.run_id in active:
-                if st.button("Cancel", key=f"cancel_{record.run_id}"):
+                # Every session shows that it stops (a batch can take seconds): the button gives way
+                # to the note (QA: after Cancel in another tab, both showed "running" and Cancel for 7 s).
+                slot = st.empty()
+                if not jobs.stopping(record.run_id) and slot.button("Cancel", key=f"cancel_{record.run_id}"):
                     jobs.cancel(record.run_id)
+                if jobs.stopping(record.run_id):
+                    slot.caption("Stopping: the run ends after its current batch.")
             else:
                 stop_elsewhere(jobs, record.run_id)
         elif snap["status"] == "failed":

@@ -112,6 +112,12 @@ class JobManager:
                 job.done.set()
         return True
 
+    def stopping(self, run_id: str) -> bool:
+        """Whether a run of this manager was asked to stop and has not ended yet (it ends within a batch)."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+        return job is not None and job.stop.is_set() and not job.done.is_set()
+
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
         """Block until the run ends; True if it did within `timeout`.
 
