@@ -197,6 +197,8 @@ def test_tables_download_as_csv() -> None:
 def test_dataset_names_for_display() -> None:
     assert charts.dataset_name("digits") == "digits"
     assert charts.dataset_name("/home/me/photos/flowers") == "flowers"
+    assert charts.dataset_name("/data/hymenoptera_data/train") == "hymenoptera_data/train"  # not "train"
+    assert charts.dataset_name("/data/flowers/Val") == "flowers/Val"
     assert charts.dataset_name(None) == "?"
 
 

@@ -16,11 +16,13 @@ BACKBONES = ("alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "densenet12
 STRATEGIES = ("feature_extraction", "finetune", "partial", "discriminative", "gradual", "scratch")
 HEAD_KINDS = ("linear", "mlp")
 BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "hymenoptera", "cats_dogs")
+SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
 
 
 def dataset_name(spec: str | None) -> str:
     """A dataset spec for display: built-in names as they are, uploads by the user's file name,
-    datasets built on the Train page by the user's name, other paths by their last part."""
+    datasets built on the Train page by the user's name, other paths by their last part (with its
+    parent when that part is a split folder such as train/ or val/)."""
     if not spec:
         return "?"
     # Imported here: builder pulls numpy and PIL, which a plain name never needs.
@@ -29,7 +31,12 @@ def dataset_name(spec: str | None) -> str:
 
     if spec in BUILTIN:
         return spec
-    return upload_name(spec) or built_name(spec) or (Path(spec).name if ("/" in spec or "\\" in spec) else spec)
+    if not ("/" in spec or "\\" in spec):
+        return upload_name(spec) or built_name(spec) or spec
+    path = Path(spec)
+    # A split folder says nothing alone: "hymenoptera_data/train", not "train".
+    last = f"{path.parent.name}/{path.name}" if path.name.lower() in SPLIT_NAMES and path.parent.name else path.name
+    return upload_name(spec) or built_name(spec) or last
 
 
 def count(n: int, noun: str) -> str:
