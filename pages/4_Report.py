@@ -69,7 +69,8 @@ else:
 
 st.caption(f"{interp.source} · {len(interp.items)} images · accuracy {interp.accuracy:.1%}")
 matrix, tables = st.columns(2)
-normalize = matrix.toggle("Row-normalised (share of each actual class)", key="report_normalize")
+normalize = matrix.toggle("Row-normalised", key="report_normalize",
+                          help="each cell as a share of its actual class (its row), instead of a count")
 event = matrix.altair_chart(charts.confusion_figure(interp, normalize), key="confusion", width="stretch",
                             on_select="rerun")
 choices = {"all images": None, **{f"{a} → {p} ({n})": (a, p) for a, p, n in charts.cells(interp)}}
