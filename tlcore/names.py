@@ -31,12 +31,14 @@ def dataset_name(spec: str | None) -> str:
 
     if spec in BUILTIN:
         return spec
-    if not ("/" in spec or "\\" in spec):
-        return upload_name(spec) or built_name(spec) or spec
     path = Path(spec)
-    # A split folder says nothing alone: "hymenoptera_data/train", not "train".
-    last = f"{path.parent.name}/{path.name}" if path.name.lower() in SPLIT_NAMES and path.parent.name else path.name
-    return upload_name(spec) or built_name(spec) or last
+    if not ("/" in spec or "\\" in spec):
+        shown = spec
+    elif path.name.lower() in SPLIT_NAMES and path.parent.name:  # "hymenoptera_data/train", not "train"
+        shown = f"{path.parent.name}/{path.name}"
+    else:
+        shown = path.name
+    return upload_name(spec) or built_name(spec) or shown
 
 
 def count(n: int, noun: str) -> str:

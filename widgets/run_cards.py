@@ -114,9 +114,11 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
                 # Every session shows that it stops (a batch can take seconds): the button gives way
                 # to the note (QA: after Cancel in another tab, both showed "running" and Cancel for 7 s).
                 slot = st.empty()
-                if not jobs.stopping(record.run_id) and slot.button("Cancel", key=f"cancel_{record.run_id}"):
+                stopping = jobs.stopping(record.run_id)
+                if not stopping and slot.button("Cancel", key=f"cancel_{record.run_id}"):
                     jobs.cancel(record.run_id)
-                if jobs.stopping(record.run_id):
+                    stopping = jobs.stopping(record.run_id)  # False for a queued run: it ended at once
+                if stopping:
                     slot.caption("Stopping: the run ends after its current batch.")
             else:
                 stop_elsewhere(jobs, record.run_id)

@@ -53,7 +53,7 @@ def in_training_folder(items: list[str], data_spec: str | None) -> int:
     """How many of `items` lie in the folder the run was trained on (its train or validation images).
 
     Accuracy on them is no test on new images: a folder that holds the run's own data (say the
-    whole dataset, train/ included) flatters it. Zips and built-in data are not compared (None, 0).
+    whole dataset, train/ included) flatters it. A run on a zip or built-in data counts 0.
     """
     root = Path(data_spec).expanduser() if data_spec and data_spec not in BUILTIN else None
     if root is None or not root.is_dir():

@@ -284,15 +284,11 @@ def check_builtin(name: str) -> None:
     """
     if name in DOWNLOADS:
         url, folder = DOWNLOADS[name]
-        if not any((base / folder).is_dir() for base in [paths.data_root(), *paths.shared_data_dirs()]) \
-                and not host_reachable(url):
+        if _local_folder(name) is None and not host_reachable(url):
             raise _offline(name, paths.data_root() / folder)
     elif name != "digits":
-        import torchvision.datasets as tvd
-
         root = paths.data_root() / name
-        cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-        if not (root.is_dir() and any(root.iterdir())) and not host_reachable(_torchvision_url(cls)):
+        if not (root.is_dir() and any(root.iterdir())) and not host_reachable(_torchvision_url(_torchvision_class(name))):
             raise _offline(name, root)
 
 
@@ -301,14 +297,18 @@ def _offline(name: str, where: Path) -> DataError:
                      f"to {where}, or use digits (works offline) or an image folder")
 
 
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+
+
 def _torchvision_url(cls) -> str:
     return getattr(cls, "mirrors", [getattr(cls, "url", "https://download.pytorch.org")])[0]
 
 
 def _torchvision_dataset(name: str, subset, seed) -> DataSource:
-    import torchvision.datasets as tvd
-
-    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    cls = _torchvision_class(name)
     root = paths.data_root() / name
     try:
         train, val = cls(root, train=True, download=False), cls(root, train=False, download=False)
@@ -321,11 +321,17 @@ def _torchvision_dataset(name: str, subset, seed) -> DataSource:
     return _array_source(name, list(train.classes), x_tr, y_tr, x_va, y_va, subset, seed)
 
 
+def _local_folder(name: str) -> Path | None:
+    """Where a downloadable built-in's folder already is on this machine, or None."""
+    folder = DOWNLOADS[name][1]
+    return next((base / folder for base in [paths.data_root(), *paths.shared_data_dirs()]
+                 if (base / folder).is_dir()), None)
+
+
 def _downloaded_folder(name: str) -> Path:
     url, folder = DOWNLOADS[name]
-    for base in [paths.data_root(), *paths.shared_data_dirs()]:
-        if (base / folder).is_dir():
-            return base / folder
+    if (local := _local_folder(name)) is not None:
+        return local
     if not host_reachable(url):
         raise _offline(name, paths.data_root() / folder)
     zip_path = download(url, paths.data_root() / f"{folder}.zip", timeout=120)
