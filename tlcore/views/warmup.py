@@ -21,10 +21,12 @@ import logging
 import os
 import threading
 
-# What the pages import, roughly in the order a visitor meets them (Train first).
-MODULES = ("tlcore.runs", "tlcore.views.ui", "tlcore.views.charts", "tlcore.models.catalog", "tlcore.views.experiment_views",
-           "tlcore.analysis.experiment_report", "tlcore.run_filters", "tlcore.views.insight_charts", "tlcore.analysis.report",
-           "tlcore.analysis.holdout", "tlcore.analysis.lr_find", "tlcore.export.write", "tlcore.views.build_form", "tlcore.views.form")
+# What the pages import, roughly in the order a visitor meets them: Train's first (its backbone
+# table comes right after them, see `warm`), then Compare's statistics and Report's.
+FIRST = ("tlcore.runs", "tlcore.views.ui", "tlcore.views.charts", "tlcore.models.catalog", "tlcore.views.experiment_views",
+         "tlcore.run_filters", "tlcore.analysis.lr_find", "tlcore.export.write", "tlcore.views.build_form", "tlcore.views.form")
+THEN = ("tlcore.analysis.experiment_report", "scipy.stats", "statsmodels.stats.contingency_tables",
+        "tlcore.views.insight_charts", "tlcore.analysis.report", "tlcore.analysis.holdout")
 
 _started = False
 _lock = threading.Lock()
@@ -49,7 +51,7 @@ def warm(runs_dir: str | os.PathLike | None = None) -> None:
     # Best effort by design: whatever fails here is done again by the page that needs it, which
     # then shows the error the way it always does; a warm-up must never break the server.
     try:
-        for name in MODULES:
+        for name in FIRST:
             importlib.import_module(name)
         from tlcore.models.catalog import backbone_table
         from tlcore.runs import RunStore
@@ -57,6 +59,8 @@ def warm(runs_dir: str | os.PathLike | None = None) -> None:
         backbone_table()  # imports torchvision (its weights enums) and fills the registry's caches
         if runs_dir is not None and os.path.isdir(runs_dir):
             RunStore(runs_dir).list()  # the process-wide run index, read from its file or the folders
+        for name in THEN:
+            importlib.import_module(name)
     except Exception:  # noqa: BLE001 - see above
         log.warning("tlcore warm-up stopped early (the pages do the same work when visited)", exc_info=True)
     gc.collect()  # garbage made so far is freed, not frozen
