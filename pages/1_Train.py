@@ -89,26 +89,32 @@ with right:
         gpus = int(knobs.number_input("GPUs", 1, gpus_here, 1, key="gpus", width=KNOB,
                                       help="over 1: one run over N GPUs with torchrun (DDP), the batch size split "
                                            "over them"))
-    with st.expander("Advanced"):
-        shown = form.advanced_fields(strategy, head, builtin)
-        a1, a2 = st.columns(2)
-        advanced = {
-            "unfreeze_groups": lambda: a1.number_input("Stages to train (partial: the last N)", value=d.unfreeze_groups,
-                                                       step=1, key="unfreeze_groups"),
-            "hidden": lambda: a2.text_input("MLP hidden sizes", key="hidden", placeholder="1024-1024-512",
-                                            help="widths of the MLP head's hidden layers, e.g. 512-256"),
-            "lr_factor": lambda: a1.number_input("LR factor between layer groups", value=d.lr_factor, step=0.05,
-                                                 key="lr_factor", help="each earlier group's LR is this times the next's"),
-            "head_epochs": lambda: a2.number_input("Head-only epochs (gradual)", value=d.head_epochs, step=1,
-                                                   key="head_epochs"),
-            "val_fraction": lambda: a1.slider("Validation fraction", 0.05, 0.5, d.val_fraction, 0.05,
-                                              key="val_fraction", help="used when the data has no val/ folder"),
-            "weight_decay": lambda: a2.number_input("Weight decay", value=d.weight_decay, step=1e-4, format="%g",
-                                                    key="weight_decay"),
-            "precision": lambda: a1.selectbox("Precision", PRECISIONS, index=PRECISIONS.index(d.precision),
-                                              key="precision", help=form.PRECISION_HELP),
-        }
-        extra = {name: advanced[name]() for name in shown}
+    # Advanced runs only when opened, like the sections below: its fields and the slider's script
+    # bundle cost a new browser about 0.3 s on every visit (issue 13). Its values outlive closing it:
+    # Streamlit forgets the state of a widget not drawn in a run unless the script sets it, as here.
+    for name, value in form.advanced_defaults(d).items():
+        st.session_state[name] = st.session_state.get(name, value)
+    shown = form.advanced_fields(strategy, head, builtin)
+    extra = {name: st.session_state[name] for name in shown}
+    advanced_section = st.expander("Advanced", key="advanced_open", on_change="rerun")
+    if advanced_section.open:
+        with advanced_section:
+            a1, a2 = st.columns(2)
+            advanced = {
+                "unfreeze_groups": lambda: a1.number_input("Stages to train (partial: the last N)", step=1,
+                                                           key="unfreeze_groups"),
+                "hidden": lambda: a2.text_input("MLP hidden sizes", key="hidden", placeholder="1024-1024-512",
+                                                help="widths of the MLP head's hidden layers, e.g. 512-256"),
+                "lr_factor": lambda: a1.number_input("LR factor between layer groups", step=0.05, key="lr_factor",
+                                                     help="each earlier group's LR is this times the next's"),
+                "head_epochs": lambda: a2.number_input("Head-only epochs (gradual)", step=1, key="head_epochs"),
+                "val_fraction": lambda: a1.slider("Validation fraction", 0.05, 0.5, step=0.05, key="val_fraction",
+                                                  help="used when the data has no val/ folder"),
+                "weight_decay": lambda: a2.number_input("Weight decay", step=1e-4, format="%g", key="weight_decay"),
+                "precision": lambda: a1.selectbox("Precision", PRECISIONS, key="precision",
+                                                  help=form.PRECISION_HELP),
+            }
+            extra = {name: advanced[name]() for name in shown}
     def settings(backbone: str, strategy: str) -> TrainConfig:
         """The form's settings for one backbone and strategy (the dataset located, not yet scanned)."""
         data = ui.dataset_spec(source, builtin, folder, upload, earlier=earlier, built=built)
@@ -197,7 +203,7 @@ def experiments_panel() -> None:
     """Each running experiment (and the one started here): run k of n, the current run's curves, cancel."""
     for record in experiment_views.experiments_to_show(jobs.store.root, st.session_state.get("exp_started")):
         with st.container(border=True):
-            st.markdown(f"**Experiment** {experiment_views.experiment_label(record)}")
+            st.markdown(f"**Experiment** {ui.literal(experiment_views.experiment_label(record))}")
             st.progress(*experiment_views.progress_line(record))
             current = progress(record)["current_run"]
             if current and (metrics := jobs.snapshot(current).get("metrics")):
@@ -227,6 +233,7 @@ if show_all and len(ended) > run_filters.CARDS_PER_PAGE:  # every ended run, a p
 elif not show_all:
     ended = ended[:run_filters.RECENT_CARDS]
 trails = st.session_state.setdefault("trails", {})  # per run: the batches this session saw (pace, live loss)
+watched = st.session_state.setdefault("watched_runs", set())  # runs this session saw queued or running
 
 
 # The page's own run calls the fragment once inline: a run that ended in the milliseconds since
@@ -243,7 +250,7 @@ def active_runs(watching: bool) -> None:
     if watching and polled and {r.run_id for r in live_now} != set(live):
         st.rerun()  # a run ended or another process started one: redraw the whole page once
     for record in ui.runs_to_show(live_now, active, show_all=True):
-        run_cards.run_card(jobs, record, active, labels, trails)
+        run_cards.run_card(jobs, record, active, labels, trails, watched)
 
 
 hidden = len(records) - len(live) - len(ended)
@@ -252,6 +259,6 @@ if not records:
 elif hidden and not show_all:
     st.caption(f"{hidden} older or failed runs not shown: turn on **Show all runs**.")
 active_runs(bool(live))
-for n, ended_record in enumerate(ended):
-    run_cards.run_card(jobs, ended_record, [], labels, trails, newest=n == 0)
+for ended_record in ended:
+    run_cards.run_card(jobs, ended_record, [], labels, trails, watched)
 st.page_link("pages/2_Compare.py", label="Compare all runs", icon=":material/stacked_line_chart:")

@@ -48,7 +48,7 @@ elif kind == kinds[1] and runs:
     run_id = left.selectbox("Run", options, key="run", format_func=labels.get)
     left.caption(run_filters.picker_note(len(found), len(runs)))
     choice = ui.ModelChoice(run_id=run_id)
-    left.caption(f"{labels[run_id]} · created {ui.run_time(run_id)}")  # the whole label, wrapped
+    left.caption(ui.literal(f"{labels[run_id]} · created {ui.run_time(run_id)}"))  # the whole label, wrapped
     left.caption(f"{len(runs[run_id].class_names)} classes: {', '.join(runs[run_id].class_names[:12])}")
 else:
     names = ui.imagenet_backbones()

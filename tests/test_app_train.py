@@ -86,9 +86,12 @@ def test_a_short_run_grows_curves_and_finishes(runs_dir: Path) -> None:
     assert list(val_acc["epoch"]) == [1, 2]  # one point per finished epoch
     assert "best val acc" in " ".join(c.value for c in at.caption)
 
-    # A reload (a new session) finds the same run: it comes from the manager and disk.
+    # A reload (a new session) finds the same run: it comes from the manager and disk. It did not
+    # watch the run train, so the curves wait for the card's toggle (issue 13).
     again = train_page()
-    assert ":green-badge[finished]" in badges(again) and len(again.get("vega_lite_chart")) == 1
+    assert ":green-badge[finished]" in badges(again) and not again.get("vega_lite_chart")
+    again.toggle(key=f"show_curves_{record.run_id}").set_value(True).run()
+    assert len(again.get("vega_lite_chart")) == 1
 
 
 def test_cancel_a_running_run(runs_dir: Path) -> None:

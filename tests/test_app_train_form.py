@@ -12,6 +12,7 @@ from vega_data import layer
 from tlcore.data.uploads import save_upload
 from tlcore.runs import RunStore
 from tlcore.training.jobs import get_manager
+from tlcore.views import form
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/1_Train.py"
@@ -59,6 +60,10 @@ def test_the_learning_rate_follows_the_strategy_and_optimizer(runs_dir: Path) ->
 def test_advanced_settings_appear_where_they_apply_and_reach_the_run(runs_dir: Path) -> None:
     at = train_page()
     keys = {w.key for w in [*at.number_input, *at.text_input, *at.slider]}
+    assert not keys & set(form.ADVANCED)  # a closed section sends no widgets (issue 13)
+    at.session_state["advanced_open"] = True
+    at.run()
+    keys = {w.key for w in [*at.number_input, *at.text_input, *at.slider]}
     assert {"val_fraction", "weight_decay"} <= keys and not keys & {"unfreeze_groups", "hidden", "lr_factor"}
     at.selectbox(key="backbone").set_value("simple_cnn")
     at.selectbox(key="strategy").set_value("partial")
@@ -66,7 +71,10 @@ def test_advanced_settings_appear_where_they_apply_and_reach_the_run(runs_dir: P
     at.number_input(key="unfreeze_groups").set_value(1)
     at.text_input(key="hidden").input("32-16")
     at.slider(key="val_fraction").set_value(0.3)
-    at.number_input(key="weight_decay").set_value(0.01)
+    at.number_input(key="weight_decay").set_value(0.01).run()
+    at.session_state["advanced_open"] = False  # closed again: its values still reach the run
+    at.run()
+    assert not at.slider and not any("Session State" in w.value for w in at.warning), [w.value for w in at.warning]
     for key, value in (("subset", 3), ("epochs", 1), ("image_size", 32)):
         (at.number_input if key != "image_size" else at.selectbox)(key=key).set_value(value)
     at.button(key="start").click().run()
@@ -84,6 +92,8 @@ def test_the_precision_is_an_advanced_setting_that_reaches_the_run(runs_dir: Pat
     from tlcore.training import device
 
     at = train_page()
+    at.session_state["advanced_open"] = True
+    at.run()
     assert at.selectbox(key="precision").value == "auto" and "native bf16" in at.selectbox(key="precision").help
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     at.selectbox(key="precision").set_value("bf16")
@@ -188,17 +198,19 @@ def drawn_epochs(at: AppTest) -> list[int]:
     return [int(layer(chart, "line")[1]["epoch"].max()) for chart in at.get("vega_lite_chart")]
 
 
-def test_only_the_newest_ended_run_draws_its_curves_until_asked(runs_dir: Path) -> None:
-    """Each chart costs the browser time to draw (a plotly chart a second or more): ended runs'
-    curves wait for a toggle, except the newest's (issue 13: the Train page drew one chart per card)."""
+def test_ended_runs_draw_their_curves_when_asked(runs_dir: Path) -> None:
+    """Each chart costs the browser time to draw (the first a new browser's 0.4 s for Vega's
+    bundle): ended runs' curves wait for a toggle (issue 13: the Train page drew one chart per
+    card, then the newest's); those this session watched train keep theirs (test_app_train)."""
     from fake_runs import fake_run
 
     store = RunStore(runs_dir)
     ids = [fake_run(store, i, epochs=i + 1) for i in range(4)]  # run i has i + 1 epochs
     at = train_page()
-    assert drawn_epochs(at) == [4]  # the newest run's
-    assert at.toggle(key=f"show_curves_{ids[-1]}").value and not at.toggle(key=f"show_curves_{ids[0]}").value
+    assert drawn_epochs(at) == [] and not any(at.toggle(key=f"show_curves_{rid}").value for rid in ids)
     at.toggle(key=f"show_curves_{ids[0]}").set_value(True).run()
+    assert drawn_epochs(at) == [1]
+    at.toggle(key=f"show_curves_{ids[-1]}").set_value(True).run()
     assert drawn_epochs(at) == [4, 1]
 
 

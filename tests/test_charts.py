@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pandas as pd
 import pytest
@@ -368,3 +369,11 @@ def test_result_line_says_1_epoch() -> None:
 def test_image_size_labels_fit_a_narrow_box() -> None:
     assert ui.image_size_label(None, "efficientnet_lite0") == "224 (auto)"
     assert ui.image_size_label(64) == "64 px" and ui.image_size_label(None) == "auto"
+
+
+def test_literal_markdown_shows_times_and_names_as_written() -> None:
+    # Streamlit's frontend loads its emoji plugin for any text matching this pattern (its
+    # StreamlitMarkdown bundle), and turns `$...$` into math.
+    shortcode = re.compile(r":(?!material/|streamlit:)[\w+-][\w_+-]*:")
+    assert shortcode.search("run at 13:31:48") and not shortcode.search(ui.literal("run at 13:31:48"))
+    assert ui.literal("my :tada: run, $5 and $6, C:\\data") == "my \\:tada\\: run, \\$5 and \\$6, C\\:\\\\data"

@@ -96,17 +96,18 @@ def stop_elsewhere(jobs: JobManager, rid: str) -> None:
 
 
 def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dict[str, str], trails: dict,
-             newest: bool = False) -> None:
+             watched: set[str]) -> None:
     """One run's card: label and state, progress or outcome, curves, and what can be done with it.
 
     `active`: the runs this process trains (they can be cancelled here); `labels`: `ui.run_labels`
-    of every run; `trails`: per run, the batches this session saw (pace and live loss); `newest`:
-    the first ended card, whose curves are drawn without asking."""
+    of every run; `trails`: per run, the batches this session saw (pace and live loss); `watched`:
+    the runs this session showed queued or running (added to here), whose curves stay drawn once they end."""
     snap = jobs.snapshot(record.run_id) if record.run_id in active else record.snapshot()
     trail = ui.track(trails.setdefault(record.run_id, []), snap)
     with st.container(border=True):
-        st.markdown(f"**{labels.get(record.run_id) or ui.run_title(record)}** {ui.state_badge(snap['status'])}")
-        st.caption(ui.run_details(snap))
+        # Labels and details hold times of day ('13:31:48') and the user's names: shown as written.
+        st.markdown(f"**{ui.literal(labels.get(record.run_id) or ui.run_title(record))}** {ui.state_badge(snap['status'])}")
+        st.caption(ui.literal(ui.run_details(snap)))
         if snap["status"] in ("queued", "running"):
             frac, where = ui.progress_of(snap)
             st.progress(frac, " · ".join(filter(None, (where, ui.time_left(trail, snap)))))
@@ -123,11 +124,13 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
             else:
                 stop_elsewhere(jobs, record.run_id)
         elif snap["status"] == "failed":
-            st.error(ui.run_message(snap))
+            st.error(ui.literal(ui.run_message(snap)))
         elif snap.get("message"):
-            st.warning(ui.run_message(snap))
-        st.caption(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap)))))
+            st.warning(ui.literal(ui.run_message(snap)))
+        st.caption(ui.literal(" · ".join(filter(None, (ui.epoch_line(snap), ui.result_line(snap))))))
         live = snap["status"] in ("queued", "running")
+        if live:
+            watched.add(record.run_id)
         # An ended run draws its epochs only: one cancelled in its first epoch has none (its batches'
         # losses alone drew empty axes with a lone "0.000000" tick).
         has_curves = bool(snap.get("metrics") or (live and ui.live_losses(trail)))
@@ -139,11 +142,11 @@ def run_card(jobs: JobManager, record: RunRecord, active: list[str], labels: dic
         else:  # one row: the curves toggle, rename or delete, and the model download
             # A row as wide as its controls: in columns they were cut to "Cu…", "Re…", "Down…" at 1000 px.
             row = st.container(horizontal=True, vertical_alignment="center", key=f"actions_{record.run_id}")
-            # Each chart costs the browser time to draw (measured per page: a plotly chart about
-            # 1 s, a Vega-Lite one 0.0-0.2 s): an ended run's curves wait for the toggle, except
-            # the newest's and those this session watched train. Compare is where ended runs'
-            # curves are read side by side.
-            show = has_curves and row.toggle("Curves", value=newest or bool(trail), width="content",
+            # Each chart costs the browser time to draw, the page's first one most (Vega's 0.8 MB
+            # bundle: 0.4 s in a new browser, issue 13): an ended run's curves wait for the toggle,
+            # except those this session watched queue or train. Compare is where ended runs' curves
+            # are read side by side.
+            show = has_curves and row.toggle("Curves", value=record.run_id in watched, width="content",
                                              key=f"show_curves_{record.run_id}")
             if record.run_id not in active:
                 with row:

@@ -70,6 +70,12 @@ def parse_hidden(text: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def advanced_defaults(defaults: TrainConfig) -> dict:
+    """The Advanced fields' starting values, from TrainConfig's defaults (the MLP sizes as the
+    empty text that stands for them)."""
+    return {name: "" if name == "hidden" else getattr(defaults, name) for name in ADVANCED}
+
+
 def advanced_values(fields: list[str], values: dict) -> dict:
     """TrainConfig keyword values of the shown advanced settings (the others keep defaults)."""
     out = {name: values[name] for name in fields if name in values}

@@ -188,6 +188,15 @@ def run_message(snap: dict) -> str:
     return public_message(snap.get("message") or default)
 
 
+def literal(text: str) -> str:
+    """`text` as Streamlit markdown that shows it as it is: colons and dollar signs escaped.
+
+    Streamlit reads `:word:` as an emoji short code and `$...$` as math: a run named ':tada:'
+    showed an emoji, and any time of day ('13:31:48' holds ':31:') made a new browser fetch and
+    run the emoji plugin (259 kB) before drawing the page (issue 13)."""
+    return text.replace("\\", "\\\\").replace(":", "\\:").replace("$", "\\$")
+
+
 def state_badge(state: str) -> str:
     """Markdown for a coloured state label, e.g. `:green-badge[finished]`."""
     return f":{STATE_COLORS.get(state, 'gray')}-badge[{state}]"
