@@ -126,8 +126,10 @@ def _val_items(data: str, val_fraction: float, subset: int | None, seed: int) ->
     return resolve_data(data, val_fraction=val_fraction, subset=subset, seed=seed).val_items
 
 
-def item_picture(item, config: dict, size: int = 160) -> Image.Image | None:
-    """A thumbnail of one item: an image file, or a row of a built-in dataset's validation split.
+def item_picture(item, config: dict, size: int = 160, margin: int = 0) -> Image.Image | None:
+    """A thumbnail of one item: an image file, or a row of a built-in dataset's validation split,
+    fitted in `size` px and framed by `margin` transparent px (the gap between a gallery's tiles,
+    in a light or a dark theme alike).
 
     Returns None when the file is gone or unreadable.
     """
@@ -137,10 +139,11 @@ def item_picture(item, config: dict, size: int = 160) -> Image.Image | None:
         except (OSError, ImageError):
             return None
         # Up or down to `size`: a 32 px test image is as visible in the gallery as a photo.
-        return ImageOps.contain(picture.convert("RGB"), (size, size))
-    cfg = TrainConfig.from_dict(config)
-    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    pixels = np.asarray(_val_items(cfg.data, cfg.val_fraction, cfg.subset, seed)[int(item)])
-    picture = Image.fromarray(pixels.astype(np.uint8))
-    # Digits are 8 px: scale up without blurring, so each pixel stays visible.
-    return picture.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+        picture = ImageOps.contain(picture.convert("RGB"), (size, size))
+    else:
+        cfg = TrainConfig.from_dict(config)
+        seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+        pixels = np.asarray(_val_items(cfg.data, cfg.val_fraction, cfg.subset, seed)[int(item)])
+        # Digits are 8 px: scale up without blurring, so each pixel stays visible.
+        picture = Image.fromarray(pixels.astype(np.uint8)).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+    return ImageOps.expand(picture.convert("RGBA"), margin, fill=(0, 0, 0, 0)) if margin else picture
