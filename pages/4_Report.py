@@ -14,6 +14,7 @@ from widgets import nav
 nav.through_app("pages/4_Report.py")  # a fresh server's first request: the app's own navigation
 
 GALLERY = 24  # images shown, highest loss first
+THUMB = 160  # px, a thumbnail's side
 
 
 @st.cache_resource(show_spinner=False)
@@ -102,14 +103,18 @@ config = runs[run_id].config
 pictures, captions, gone = [], [], []
 for row in shown:
     caption = f"{row['true']} → {row['predicted']} ({row['prob']:.0%}) · loss {row['loss']:.2f}"
-    if (picture := item_picture(row["item"], config, margin=4)) is None:
+    if (picture := item_picture(row["item"], config, size=THUMB)) is None:
         gone.append(f"{caption}: {row['item']}")
     else:
         pictures.append(picture)
         captions.append(caption)
-# One element for the whole gallery, its thumbnails flowing in rows as wide as the window: a
-# grid of columns with an image each cost a new browser 0.3 s more to draw (issue 13).
+# Fixed-width tiles in one wrapping row, as many a row as the window holds: a grid of 6 columns a
+# row cost a new browser 0.1-0.3 s more to draw (issue 13). One st.image of them all would be
+# cheaper still, but there a long caption ("golden_retriever → labrador_retriever") widens its
+# tile and stretches its picture.
 if pictures:
-    st.image(pictures, caption=captions)
+    tiles = st.container(horizontal=True, gap="small", key="gallery")
+    for picture, caption in zip(pictures, captions, strict=True):
+        tiles.image(picture, caption=caption, width=THUMB)
 if gone:
     st.caption(f"{len(gone)} of these images are no longer where the run saw them: " + "; ".join(gone))

@@ -54,7 +54,7 @@ def test_a_runs_report_and_one_cell(one_run) -> None:
     assert list(chart.proto.selection_mode) == [CELL_SELECTION]  # a click on a cell reruns the page
     assert len(at.dataframe) == 2 and list(at.dataframe[0].value["class"]) == ["cat", "coffee", "rocket"]
     assert len(gallery(at)) == 9 and at.subheader[0].value == "Highest loss"
-    assert len(at.get("image")) == 1  # one element for the whole gallery (issue 13: a grid of 24 drew 0.3 s slower)
+    assert len(at.columns) == 4  # run and images, matrix and tables: the tiles wrap in one row container
     options = at.selectbox(key="report_cell").options
     assert options[0] == "all images" and len(options) > 1
     cell = options[1]  # e.g. "cat → coffee (2)": the biggest mistake first

@@ -632,7 +632,8 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
         tables = page.get_by_test_id("stDataFrame")  # per class, most confused
         expect(tables).to_have_count(2)
         expect(tables.first.locator('[role="row"]')).to_have_count(4)  # header + 3 classes
-        expect(page.get_by_test_id("stImage")).to_have_count(9)  # every validation image, highest loss first
+        thumbnails = page.get_by_test_id("stImageContainer")  # the gallery: one element, a thumbnail each
+        expect(thumbnails).to_have_count(9)  # every validation image, highest loss first
         _wait_idle(page)
         _assert_clean(page, "Report")
         _screenshot(page, tmp_path / "report.png")
@@ -642,12 +643,12 @@ def test_report_of_a_finished_run_and_grad_cam_on_predict(app_server: AppServer,
             cell.click()
         expect(page.get_by_role("heading", name="Highest loss: cat predicted as cat")).to_be_visible()
         expect(_combobox(page, "report_cell")).to_have_value(re.compile(r"^cat → cat \(3\)"))
-        expect(page.get_by_test_id("stImage")).to_have_count(3)
+        expect(thumbnails).to_have_count(3)
         _select(page, "report_cell", "all images")
-        expect(page.get_by_test_id("stImage")).to_have_count(9)
+        expect(thumbnails).to_have_count(9)
         _select(page, "report_cell", next(o for o in _cell_options(page) if o.startswith("cat → cat")))
         expect(page.get_by_role("heading", name="Highest loss: cat predicted as cat")).to_be_visible()
-        expect(page.get_by_test_id("stImage")).to_have_count(3)
+        expect(thumbnails).to_have_count(3)
         _assert_clean(page, "Report (one cell)")
         _screenshot(page, tmp_path / "report_cell.png")
 

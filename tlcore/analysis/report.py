@@ -126,10 +126,8 @@ def _val_items(data: str, val_fraction: float, subset: int | None, seed: int) ->
     return resolve_data(data, val_fraction=val_fraction, subset=subset, seed=seed).val_items
 
 
-def item_picture(item, config: dict, size: int = 160, margin: int = 0) -> Image.Image | None:
-    """A thumbnail of one item: an image file, or a row of a built-in dataset's validation split,
-    fitted in `size` px and framed by `margin` transparent px (the gap between a gallery's tiles,
-    in a light or a dark theme alike).
+def item_picture(item, config: dict, size: int = 160) -> Image.Image | None:
+    """A thumbnail of one item: an image file, or a row of a built-in dataset's validation split.
 
     Returns None when the file is gone or unreadable.
     """
@@ -146,4 +144,4 @@ def item_picture(item, config: dict, size: int = 160, margin: int = 0) -> Image.
         pixels = np.asarray(_val_items(cfg.data, cfg.val_fraction, cfg.subset, seed)[int(item)])
         # Digits are 8 px: scale up without blurring, so each pixel stays visible.
         picture = Image.fromarray(pixels.astype(np.uint8)).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-    return ImageOps.expand(picture.convert("RGBA"), margin, fill=(0, 0, 0, 0)) if margin else picture
+    return picture
