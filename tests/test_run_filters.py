@@ -48,6 +48,8 @@ def test_filters_and_search_keep_what_they_say(store: RunStore) -> None:
     values = run_filters.choices(records)
     assert values["status"][0] == "finished" and set(values["status"]) == {"finished", "failed", "running"}
     assert values["name"] == ["Baseline for the paper"] and values["experiment"] == []
+    # A value every run has would keep them all: no filter is offered for it (Compare, Predict).
+    assert run_filters.choices(records[:1]) == {field: [] for field in run_filters.FIELDS}
 
 
 def test_compare_opens_on_the_newest_runs_or_a_newer_experiment(store: RunStore) -> None:

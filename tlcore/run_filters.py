@@ -62,15 +62,19 @@ class RunFilter:
 
 @per_record_list
 def choices(records: Iterable[RunRecord]) -> dict[str, list[str]]:
-    """{filter name: the values the runs have, most common first} (empty values left out);
-    computed once per run list (memo.py)."""
+    """{filter name: the values the runs have, most common first} (empty values left out; none
+    for a field whose one value every run has: picking it would keep them all, so the page shows
+    no such filter); computed once per run list (memo.py)."""
     counts: dict[str, dict[str, int]] = {key: {} for key in FIELDS}
+    total = 0
     for record in records:
+        total += 1
         for key, read in FIELDS.items():
             value = read(record)
             if value:
                 counts[key][value] = counts[key].get(value, 0) + 1
-    return {key: sorted(c, key=lambda v: (-c[v], v)) for key, c in counts.items()}
+    return {key: [] if list(c.values()) == [total] else sorted(c, key=lambda v: (-c[v], v))
+            for key, c in counts.items()}
 
 
 def apply(records: Iterable[RunRecord], flt: RunFilter, labels: dict[str, str] | None = None) -> list[RunRecord]:
