@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -128,10 +129,12 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
             returning = browser.new_context(viewport={"width": 1400, "height": 1200})
+            again = max(1, rounds - 1)  # the returning browser's rounds
             visits = ([("warm-up", *PAGES[0][1:], None)]
                       + [(f"{name} ({r + 1})", *rest, None) for r in range(rounds) for name, *rest in PAGES]
                       + [(None, *rest, returning) for _, *rest in PAGES]  # the returning browser's first visits
-                      + [(f"{name} (returning)", *rest, returning) for name, *rest in PAGES])
+                      + [(f"{name} (returning{f' {r + 1}' if again > 1 else ''})", *rest, returning)
+                         for r in range(again) for name, *rest in PAGES])
             for i, (name, path, heading, last, context) in enumerate(visits):
                 page = context.new_page() if context else browser.new_page(viewport={"width": 1400, "height": 1200})
                 page.set_default_timeout(limit * 1000)
@@ -170,6 +173,17 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
     return seconds
 
 
+def summary(seconds: dict[str, float | None]) -> dict[str, tuple[float | None, ...]]:
+    """Per page: (the server's first visit, the median of the other new-browser visits, the
+    median of the returning browser's), None where a visit timed out or none was made."""
+    def median(pattern: str) -> float | None:
+        found = [t for key, t in seconds.items() if re.fullmatch(pattern, key)]
+        return None if not found or None in found else statistics.median(found)
+
+    return {name: (seconds.get(f"{name} (1)"), median(rf"{name} \(([2-9]|\d\d+)\)"),
+                   median(rf"{name} \(returning( \d+)?\)")) for name, *_ in PAGES}
+
+
 def _seconds(took: float | None, limit: float) -> str:
     return f"> {limit:.0f} s" if took is None else f"{took:.1f} s"
 
@@ -195,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="make the runs folder here and keep it (default: temporary)")
     p.add_argument("--page-limit", type=float, default=120, help="seconds to wait for one page (default 120)")
     p.add_argument("--no-library", action="store_true", help="skip RunStore.list and the poll (pages only)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="visits of each page in a new browser (the first: the server's first visit); the "
+                        "returning browser visits each page one time less (default 2; more for medians)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tlcore-runs-scale-") as tmp:
         work = Path(tmp)
@@ -212,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_browser and chromium:
             (work / "cache").mkdir()
             print(f"\nfirst render in Chromium, {args.runs} runs:", flush=True)
-            pages = measure_pages(big, work / "cache", chromium, limit=args.page_limit)
-            print("| " + " | ".join(pages) + " |\n|" + "---:|" * len(pages))
-            print("| " + " | ".join(_seconds(s, args.page_limit) for s in pages.values()) + " |")
+            pages = measure_pages(big, work / "cache", chromium, limit=args.page_limit, rounds=args.rounds)
+            print("\n| page | server's first visit | new browser (median) | returning browser (median) |")
+            print("|---|---:|---:|---:|")
+            for name, times in summary(pages).items():
+                print(f"| {name} | " + " | ".join("-" if t is None else f"{t:.2f} s" for t in times) + " |")
             if args.keep:
                 for png in (work / "cache").glob("*.png"):
                     shutil.copy(png, args.keep.parent / png.name)
