@@ -50,7 +50,10 @@ else:
         try:
             with st.spinner("Predicting every image of the test set..."):
                 spec = ui.dataset_spec(ui.DATA_SOURCES[1], folder=folder)
-                st.session_state["report_holdout"] = (run_id, spec, evaluate_on(run_id, spec, runs_dir))
+                interp = evaluate_on(run_id, spec, runs_dir)
+                # Counted once here, not on every rerun of the page: it resolves each image's path.
+                seen = in_training_folder(interp.items, runs[run_id].config.get("data"))
+                st.session_state["report_holdout"] = (run_id, spec, interp, seen)
         except (ValueError, LookupError) as exc:
             st.error(f"Cannot evaluate: {exc}")
             st.stop()
@@ -59,8 +62,8 @@ else:
         st.info("Type the path of a labelled folder or .zip with sub-folders named like the run's classes, "
                 "then press **Evaluate**.")
         st.stop()
-    interp = held[2]
-    if seen := in_training_folder(interp.items, runs[run_id].config.get("data")):
+    _, _, interp, seen = held
+    if seen:
         st.warning(f"{seen} of these {len(interp.items)} images are in the folder this run was trained on "
                    f"({runs[run_id].config['data']}): its accuracy on them is not a test on new images.")
     for name, count in interp.unknown_folders.items():

@@ -137,11 +137,10 @@ def item_picture(item, config: dict, size: int = 160) -> Image.Image | None:
         except (OSError, ImageError):
             return None
         # Up or down to `size`: a 32 px test image is as visible in the gallery as a photo.
-        picture = ImageOps.contain(picture.convert("RGB"), (size, size))
-    else:
-        cfg = TrainConfig.from_dict(config)
-        seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-        pixels = np.asarray(_val_items(cfg.data, cfg.val_fraction, cfg.subset, seed)[int(item)])
-        # Digits are 8 px: scale up without blurring, so each pixel stays visible.
-        picture = Image.fromarray(pixels.astype(np.uint8)).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-    return picture
+        return ImageOps.contain(picture.convert("RGB"), (size, size))
+    cfg = TrainConfig.from_dict(config)
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    pixels = np.asarray(_val_items(cfg.data, cfg.val_fraction, cfg.subset, seed)[int(item)])
+    picture = Image.fromarray(pixels.astype(np.uint8))
+    # Digits are 8 px: scale up without blurring, so each pixel stays visible.
+    return picture.convert("RGB").resize((size, size), Image.Resampling.NEAREST)

@@ -176,12 +176,12 @@ def measure_pages(root: Path, cache: Path, chromium: str, port: int = 8771,
 def summary(seconds: dict[str, float | None]) -> dict[str, tuple[float | None, ...]]:
     """Per page: (the server's first visit, the median of the other new-browser visits, the
     median of the returning browser's), None where a visit timed out or none was made."""
-    def median(pattern: str) -> float | None:
-        found = [t for key, t in seconds.items() if re.fullmatch(pattern, key)]
+    def median(pattern: str, first: str) -> float | None:
+        found = [t for key, t in seconds.items() if re.fullmatch(pattern, key) and key != first]
         return None if not found or None in found else statistics.median(found)
 
-    return {name: (seconds.get(f"{name} (1)"), median(rf"{name} \(([2-9]|\d\d+)\)"),
-                   median(rf"{name} \(returning( \d+)?\)")) for name, *_ in PAGES}
+    return {name: (seconds.get(f"{name} (1)"), median(rf"{name} \(\d+\)", f"{name} (1)"),
+                   median(rf"{name} \(returning( \d+)?\)", "")) for name, *_ in PAGES}
 
 
 def _seconds(took: float | None, limit: float) -> str:
